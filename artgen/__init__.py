@@ -1,0 +1,20 @@
+"""artgen: optimization-based art with VQGAN+CLIP and CLIP-guided diffusion.
+
+    import artgen
+    result = artgen.generate(prompts=["a lighthouse at dusk"], steps=100)
+    print(result.path)
+"""
+
+__version__ = "0.1.0"
+
+from .settings import Settings  # noqa: E402
+
+
+def generate(settings: "Settings | None" = None, progress: bool = True, **overrides):
+    """Optimize one image and write it; see artgen.run.generate. Imported lazily to keep `import artgen` light."""
+    from .run import generate as run_generate
+
+    return run_generate(settings, progress=progress, **overrides)
+
+
+__all__ = ["Settings", "generate", "__version__"]

@@ -1,0 +1,5 @@
+"""python -m artgen"""
+
+from .cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""VQGAN generator: optimizes a continuous code latent that is snapped to the codebook when decoded."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..models import hub
+from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
+from ..output import load_image, pil_to_tensor
+from ..settings import Settings
+
+log = logging.getLogger("artgen")
+
+
+def vqgan_files(settings: Settings) -> tuple[Path, Path]:
+    """The .yaml and .ckpt to load: local files when given, else the known model from the cache."""
+    if settings.vqgan_config and settings.vqgan_checkpoint:
+        return Path(settings.vqgan_config), Path(settings.vqgan_checkpoint)
+    return (hub.resolve(settings.vqgan_model, "config", kind="vqgan"),
+            hub.resolve(settings.vqgan_model, "checkpoint", kind="vqgan"))
+
+
+def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:
+    """Round a size down to what the model can make (a multiple of its downsampling factor), warning if changed."""
+    fitted = (max(factor, width // factor * factor), max(factor, height // factor * factor))
+    if fitted != (width, height):
+        log.warning("size %dx%d is not a multiple of %d for this VQGAN: using %dx%d",
+                    width, height, factor, *fitted)
+    return fitted
+
+
+def optimizer_for(name: str, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](params, lr=lr)
+
+
+class VQGANGenerator:
+    """Draws ``decode(quantize(z))``; ``step`` takes an optimizer step on z and keeps z inside the codebook's range."""
+
+    def __init__(self, model: VQGAN, z: Tensor, settings: Settings) -> None:
+        self.model = model
+        self.z = z.detach().clone().requires_grad_(True)
+        codebook = model.codebook
+        self.z_min = codebook.min(dim=0).values[None, :, None, None]
+        self.z_max = codebook.max(dim=0).values[None, :, None, None]
+        self.optimizer = optimizer_for(settings.optimizer, [self.z], settings.lr)
+        self.num_steps = settings.steps
+        self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: torch.device) -> "VQGANGenerator":
+        config, checkpoint = vqgan_files(settings)
+        model = load_vqgan(config, checkpoint, map_location=device)
+        width, height = fit_size(settings.width, settings.height, model.downsample_factor)
+        return cls(model, initial_latent(model, settings, width, height, device), settings)
+
+    def render(self) -> Tensor:
+        z_q = vector_quantize(self.z, self.model.codebook)
+        return self.model.decode(z_q).add(1).div(2)
+
+    def step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+
+    def snapshot(self) -> Tensor:
+        with torch.no_grad():
+            return self.render().clamp(0, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"z": self.z.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.z.copy_(state["z"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, device: torch.device) -> Tensor:
+    """The starting z: the encoded init image, encoded pixel noise, or random codebook entries."""
+    factor = model.downsample_factor
+    if settings.init_image:
+        picture = cover_resize(load_image(settings.init_image, "init image"), width, height)
+        pixels = pil_to_tensor(picture).to(device)
+        return encode(model, pixels)
+    if settings.init == "noise":
+        return encode(model, torch.rand(1, 3, height, width, device=device))
+    indices = torch.randint(model.codebook.shape[0], (height // factor, width // factor), device=device)
+    return model.codebook[indices].permute(2, 0, 1).unsqueeze(0).clone()
+
+
+def encode(model: VQGAN, pixels: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model.encode(pixels.mul(2).sub(1))
+
+
+def cover_resize(picture, width: int, height: int):
+    """Scale an image to cover width x height, then centre-crop, so the init keeps its aspect ratio."""
+    scale = max(width / picture.width, height / picture.height)
+    size = (max(width, round(picture.width * scale)), max(height, round(picture.height * scale)))
+    resized = picture.resize(size)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return resized.crop((left, top, left + width, top + height))

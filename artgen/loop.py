@@ -1,0 +1,27 @@
+"""The optimization loop: render, score, step. It knows nothing of any particular generator or model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from .generators.base import Generator
+
+
+@dataclass
+class Progress:
+    """After a step: how far the run is and the loss of that step (a detached tensor, read it lazily)."""
+
+    step: int
+    total: int
+    loss: Tensor
+
+
+def optimize(generator: Generator, objective: Callable[[Tensor], Tensor], start: int = 0) -> Iterator[Progress]:
+    """Advance the generator from step ``start`` to its last step, yielding after each one."""
+    for step in range(start, generator.num_steps):
+        loss = objective(generator.render())
+        generator.step(loss)
+        yield Progress(step + 1, generator.num_steps, loss.detach())

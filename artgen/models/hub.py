@@ -1,0 +1,132 @@
+"""Known model files: names to URLs, a local cache, downloads with a progress bar.
+
+Model code never downloads; it is handed local paths that this module resolves. The cache lives in
+``$ARTGEN_HOME`` (default: the user cache folder, e.g. ``~/.cache/artgen``), one folder per model name, so a
+user without network can place the files there by hand, or pass local paths instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+from tqdm import tqdm
+
+from ..errors import UsageError, UserError
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """One file of a known model: its name in the cache, where to get it, and its sha256 when recorded."""
+
+    filename: str
+    url: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    kind: str                     # "vqgan" or "diffusion"
+    files: dict[str, KnownFile]   # role ("config", "checkpoint") -> file
+    description: str = ""
+
+
+def _heibox(share: str, config: str, checkpoint: str) -> dict[str, KnownFile]:
+    base = f"https://heibox.uni-heidelberg.de/d/{share}/files/?dl=1&p="
+    return {"config": KnownFile("model.yaml", base + config), "checkpoint": KnownFile("last.ckpt", base + checkpoint)}
+
+
+_MIRROR = "https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1/"
+
+KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
+    KnownModel("vqgan_imagenet_f16_16384", "vqgan",
+               _heibox("a7530b09fed84f80a887", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+               "ImageNet, f16, 16384 codes: the usual default"),
+    KnownModel("vqgan_imagenet_f16_1024", "vqgan",
+               _heibox("8088892a516d4e3baf92", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+               "ImageNet, f16, 1024 codes"),
+    KnownModel("wikiart_16384", "vqgan",
+               {"config": KnownFile("model.yaml", _MIRROR + "wikiart_16384.yaml"),
+                "checkpoint": KnownFile("last.ckpt", _MIRROR + "wikiart_16384.ckpt")},
+               "WikiArt paintings, f16, 16384 codes"),
+    KnownModel("sflckr", "vqgan",
+               _heibox("73487ab6e5314cb5adba", "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml",
+                       "%2Fcheckpoints%2Flast.ckpt"),
+               "S-FLCKR landscapes, f16"),
+    KnownModel("vqgan_gumbel_f8_8192", "vqgan",
+               _heibox("2e5662443a6b4307b470", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+               "OpenImages, Gumbel quantizer, f8, 8192 codes"),
+]}
+
+
+def home() -> Path:
+    """The cache root: $ARTGEN_HOME, else the user cache folder."""
+    configured = os.environ.get("ARTGEN_HOME")
+    return Path(configured).expanduser() if configured else Path(platformdirs.user_cache_dir("artgen"))
+
+
+def known_model(name: str, kind: str | None = None) -> KnownModel:
+    model = KNOWN_MODELS.get(name)
+    if model is None or (kind is not None and model.kind != kind):
+        names = ", ".join(n for n, m in KNOWN_MODELS.items() if kind is None or m.kind == kind)
+        raise UsageError(f"unknown {kind or 'model'} name {name!r}: choose one of {names} (see `artgen models list`)")
+    return model
+
+
+def model_path(name: str, role: str) -> Path:
+    """Where a known model's file lives in the cache (whether or not it is there yet)."""
+    return home() / name / known_model(name).files[role].filename
+
+
+def is_cached(name: str) -> bool:
+    return all(model_path(name, role).is_file() for role in known_model(name).files)
+
+
+def cached_size(name: str) -> int:
+    return sum(p.stat().st_size for p in (model_path(name, r) for r in known_model(name).files) if p.is_file())
+
+
+def resolve(name: str, role: str, kind: str | None = None) -> Path:
+    """The local path of a known model's file, downloading it into the cache first when it is missing."""
+    model = known_model(name, kind)
+    path = model_path(name, role)
+    if not path.is_file():
+        download(model.files[role], path, f"{name} {role}")
+    return path
+
+
+def download(known: KnownFile, destination: Path, label: str) -> None:
+    """Fetch a file with a progress bar into ``<destination>.part``, check it, then rename it into place."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".part")
+    try:
+        with urllib.request.urlopen(known.url, timeout=30) as response, open(partial, "wb") as stream:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {label}") as bar:
+                while chunk := response.read(1 << 20):
+                    stream.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "reason", None) or error
+        raise UserError(f"cannot download {label} ({reason}): fetch {known.url} on a machine with internet "
+                        f"and place it at {destination}") from None
+    if known.sha256 and sha256_of(partial) != known.sha256:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"{label}: the download from {known.url} is damaged (sha256 mismatch): run again")
+    shutil.move(partial, destination)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,152 @@
+"""Writing images: output path templates, PNGs that carry their settings, and never clobbering files.
+
+Files are written to a temporary name in the same folder and renamed into place, so an interrupted write
+never leaves a half image under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from torch import Tensor
+
+from . import __version__
+from .errors import UsageError, UserError
+
+METADATA_KEY = "artgen"
+_TEMPLATE_FIELDS = ("prompt", "seed", "n", "generator", "width", "height", "date", "time")
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """A file-name-safe version of a prompt."""
+    cleaned = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+    return cleaned[:limit].rstrip("_") or "image"
+
+
+def resolve_output(template: str, settings: Any, overwrite: bool) -> Path:
+    """The output path for a run: the template filled in, ``{n}`` the first number whose file is free.
+
+    Without ``overwrite`` an existing file is refused here, before any work is done.
+    """
+    first_prompt = (settings.prompts or settings.image_prompts or ["image"])[0].split("|")[0]
+    values = {
+        "prompt": slug(first_prompt.split(":")[0]), "seed": settings.seed, "generator": settings.generator,
+        "width": settings.width, "height": settings.height,
+        "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H%M%S"),
+    }
+    if "{n" not in template:
+        path = Path(_fill(template, {**values, "n": 1}))
+        if path.exists() and not overwrite:
+            raise UserError(f"{path} already exists: pass --overwrite to replace it, or choose another --output")
+        return _check_png(path)
+    for n in range(1, 100000):
+        path = Path(_fill(template, {**values, "n": n}))
+        if overwrite or not path.exists():
+            return _check_png(path)
+    raise UserError(f"no free file name for {template!r}: clean up the output folder")
+
+
+def _fill(template: str, values: dict[str, Any]) -> str:
+    try:
+        return template.format(**values)
+    except KeyError as error:
+        raise UsageError(f"--output {template!r}: unknown field {{{error.args[0]}}}; "
+                         f"use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}") from None
+    except (ValueError, IndexError) as error:
+        raise UsageError(f"--output {template!r} is not a valid template ({error}): "
+                         "write fields as {seed}, and double braces for a literal brace") from None
+
+
+def _check_png(path: Path) -> Path:
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--output {str(path)!r} must end in .png")
+    return path
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create the output folder and prove it takes files, so a long run cannot fail at its very end."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".artgen-probe-"):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write to output folder {folder} ({error.strerror or error}): "
+                        "choose a writable --output location") from None
+
+
+def step_path(path: Path, step: int) -> Path:
+    """Where the intermediate image of a step goes, beside the final one."""
+    return path.with_name(f"{path.stem}.step{step:05d}{path.suffix}")
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """A [3,H,W] or [1,3,H,W] tensor in [0,1] as an 8-bit RGB image (values outside are clipped)."""
+    if image.dim() == 4:
+        image = image[0]
+    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def save_png(image: Tensor | Image.Image, path: Path, metadata: dict[str, Any], overwrite: bool = True) -> Path:
+    """Write a PNG with the metadata as JSON in a text chunk; atomic (temporary file, then rename)."""
+    picture = image if isinstance(image, Image.Image) else to_pil(image)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, json.dumps({"artgen_version": __version__, **metadata}, sort_keys=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists: pass --overwrite to replace it")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            picture.save(stream, format="PNG", pnginfo=info)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The artgen metadata of a PNG written by artgen."""
+    try:
+        with Image.open(path) as picture:
+            text = picture.text.get(METADATA_KEY) if hasattr(picture, "text") else None
+    except FileNotFoundError:
+        raise UserError(f"image {path} does not exist: check the path") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"cannot read image {path} ({error}): give a PNG written by artgen") from None
+    if text is None:
+        raise UserError(f"{path} carries no artgen settings: give a PNG written by artgen")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"{path} has damaged artgen settings: the PNG text chunk is not valid JSON") from None
+
+
+def load_image(path: str | Path, what: str) -> Image.Image:
+    """Open an image the user named (init or prompt image) as RGB, with a clear error when it cannot be read."""
+    try:
+        with Image.open(path) as picture:
+            return picture.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist: check the path") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): "
+                        "give a PNG, JPEG or WebP file") from None
+
+
+def pil_to_tensor(picture: Image.Image, size: tuple[int, int] | None = None) -> Tensor:
+    """An RGB PIL image as a [1,3,H,W] float tensor in [0,1], optionally resized to (width, height)."""
+    if size is not None and picture.size != size:
+        picture = picture.resize(size, Image.LANCZOS)
+    array = np.asarray(picture, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()

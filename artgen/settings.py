@@ -1,0 +1,215 @@
+"""Run settings: one flat dataclass, loaded from defaults, a preset, a PNG's recipe and flags, in that order.
+
+Every field is a CLI flag of the same name (``cutn`` -> ``--cutn``), so presets, flags, the PNG metadata
+and the Python API all speak the same vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import UsageError
+
+DEFAULT_OUTPUT = "outputs/{prompt}-{seed}-{n}.png"
+OPTIMIZERS = ("adam", "adamw")
+INITS = ("random", "noise")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A settings field with its CLI help text (and extra click hints such as choices)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class Settings:
+    """Everything that decides a run. Two runs with equal settings (and a seed) give the same image."""
+
+    # what to draw
+    prompts: list[str] = _opt([], 'Text prompts "text:weight:stop", several joined with "|".')
+    image_prompts: list[str] = _opt([], 'Image prompts "path:weight:stop".')
+    init_image: str | None = _opt(None, "Start from this image instead of random codes.")
+    init: str = _opt("random", "Start without an init image: random codebook entries or encoded pixel noise.",
+                     choices=INITS)
+    # generator and models
+    generator: str = _opt("vqgan", "Which generator draws the image.")
+    vqgan_model: str = _opt("vqgan_imagenet_f16_16384", "Known VQGAN name (see `artgen models list`).")
+    vqgan_config: str | None = _opt(None, "Local taming .yaml config (with --vqgan-checkpoint; no download).")
+    vqgan_checkpoint: str | None = _opt(None, "Local taming .ckpt checkpoint (with --vqgan-config).")
+    clip: list[str] = _opt(["ViT-B-32:openai"], 'CLIP model(s) "name:pretrained:weight"; repeat for an ensemble.')
+    clip_checkpoint: list[str] = _opt([], "Local open_clip checkpoint for the n-th --clip (no download).")
+    # size and optimization
+    width: int = _opt(256, "Image width in pixels.")
+    height: int = _opt(256, "Image height in pixels.")
+    steps: int = _opt(250, "Optimization steps.")
+    lr: float = _opt(0.1, "Learning rate.")
+    optimizer: str = _opt("adam", "Optimizer for the latent.", choices=OPTIMIZERS)
+    seed: int | None = _opt(None, "Random seed (chosen and recorded when not given).")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N.")
+    # cutouts
+    cutn: int = _opt(32, "Cutouts per step.")
+    cut_pow: float = _opt(1.0, "Cutout size exponent: above 1 favours small cutouts.")
+    aug_flip: bool = _opt(True, "Random horizontal flips of the cutouts.")
+    aug_affine: bool = _opt(True, "Random affine transforms of the cutouts.")
+    aug_perspective: bool = _opt(True, "Random perspective transforms of the cutouts.")
+    aug_jitter: bool = _opt(True, "Random colour jitter of the cutouts.")
+    aug_noise: float = _opt(0.1, "Std of gaussian noise added to the cutouts (0 disables).")
+    # regularizers
+    tv_weight: float = _opt(0.0, "Total-variation weight (smoothness).")
+    range_weight: float = _opt(0.0, "Weight pulling pixel values back into [0,1].")
+    saturation_weight: float = _opt(0.0, "Saturation weight (positive mutes colours, negative boosts them).")
+    # output
+    output: str = _opt(DEFAULT_OUTPUT, "Output path template: {prompt} {seed} {n} {generator} {width} {height} {date} {time}.")
+    save_every: int = _opt(0, "Also write an intermediate image every N steps (0: only the final one).")
+    overwrite: bool = _opt(False, "Replace existing files instead of refusing.")
+
+    def validate(self) -> "Settings":
+        """Check values that need no model; raise UsageError naming the field and the fix."""
+        for name in ("steps", "width", "height", "cutn"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "cut_pow"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UsageError(f"--{flag(name)} must be a positive number, got {value}")
+        for name in ("aug_noise", "tv_weight", "range_weight", "saturation_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise UsageError(f"--{flag(name)} must be a finite number")
+        if self.aug_noise < 0 or self.save_every < 0:
+            raise UsageError("--aug-noise and --save-every must not be negative")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.init not in INITS:
+            raise UsageError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
+        if not self.prompts and not self.image_prompts:
+            raise UsageError('nothing to aim for: give a prompt (artgen generate "a red circle") or --image-prompt')
+        if not self.clip:
+            raise UsageError("no CLIP model: give at least one --clip NAME:PRETRAINED")
+        if len(self.clip_checkpoint) > len(self.clip):
+            raise UsageError("more --clip-checkpoint files than --clip models: give one --clip per checkpoint")
+        if (self.vqgan_config is None) != (self.vqgan_checkpoint is None):
+            raise UsageError("--vqgan-config and --vqgan-checkpoint go together: give both local files or neither")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def flag(name: str) -> str:
+    """The CLI flag for a field name."""
+    return name.replace("_", "-")
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Settings)]
+
+
+def field_types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def apply(settings: Settings, values: dict[str, Any], source: str) -> Settings:
+    """Return a copy of settings with values applied; unknown keys and wrong types are usage errors."""
+    known = field_names()
+    types = field_types()
+    changes = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UsageError(f"{source}: unknown setting {key!r}{hint}")
+        changes[name] = _coerce(name, value, types[name], source)
+    return dataclasses.replace(settings, **changes)
+
+
+def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
+    """Check a value against the field's type, accepting what YAML and JSON naturally produce."""
+    text = str(annotation)
+    if value is None and "None" in text:
+        return None
+    if "list" in text:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise UsageError(f"{source}: {name} must be a string or a list of strings")
+        return list(items)
+    kinds = [(bool, "bool"), (int, "int"), (float, "float"), (str, "str")]
+    for kind, label in kinds:
+        if label in text.replace("builtins.", ""):
+            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if ok:
+                return value
+            raise UsageError(f"{source}: {name} must be {_article(label)}, got {value!r}")
+    raise TypeError(f"unhandled settings type {annotation} for {name}")
+
+
+def _article(label: str) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[label]
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled presets."""
+    return sorted(p.name[:-5] for p in resources.files("artgen.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name_or_path: str) -> Path | Any:
+    """A preset file: a bundled name, or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise UsageError(f"preset file {name_or_path!r} does not exist: check the path, or use a name from `artgen presets`")
+        return candidate
+    bundled = resources.files("artgen.presets") / f"{name_or_path}.yaml"
+    if not bundled.is_file():
+        raise UsageError(f"unknown preset {name_or_path!r}: choose one of {', '.join(preset_names())} or give a YAML file path")
+    return bundled
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """The settings a preset sets (a YAML mapping of field names to values)."""
+    source = preset_path(name_or_path)
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UsageError(f"preset {name_or_path!r} is not valid YAML ({_first_line(error)}): fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"preset {name_or_path!r} must be a mapping of setting names to values")
+    return data
+
+
+def preset_description(name: str) -> str:
+    """The first comment line of a bundled preset, which says what it is for."""
+    for line in (resources.files("artgen.presets") / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def build_settings(preset: str | None = None, base: dict[str, Any] | None = None,
+                   overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then a recipe (e.g. read from a PNG), then a preset, then explicit overrides; validated."""
+    settings = Settings()
+    if base:
+        settings = apply(settings, base, "recipe")
+    if preset:
+        settings = apply(settings, load_preset(preset), f"preset {preset!r}")
+    if overrides:
+        settings = apply(settings, overrides, "option")
+    return settings.validate()
