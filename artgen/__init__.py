@@ -10,11 +10,11 @@ __version__ = "0.1.0"
 from .settings import Settings  # noqa: E402
 
 
-def generate(settings: "Settings | None" = None, progress: bool = True, **overrides):
+def generate(settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
     """Optimize one image and write it; see artgen.run.generate. Imported lazily to keep `import artgen` light."""
     from .run import generate as run_generate
 
-    return run_generate(settings, progress=progress, **overrides)
+    return run_generate(settings, preset=preset, progress=progress, **overrides)
 
 
 __all__ = ["Settings", "generate", "__version__"]

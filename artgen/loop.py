@@ -19,9 +19,13 @@ class Progress:
     loss: Tensor
 
 
-def optimize(generator: Generator, objective: Callable[[Tensor], Tensor], start: int = 0) -> Iterator[Progress]:
-    """Advance the generator from step ``start`` to its last step, yielding after each one."""
+def optimize(generator: Generator, objective: Callable[[Tensor, float], Tensor], start: int = 0) -> Iterator[Progress]:
+    """Advance the generator from step ``start`` to its last step, yielding after each one.
+
+    The objective gets the image and how far the run is (0 at the first step, below 1 at the last), for
+    losses that follow a schedule.
+    """
     for step in range(start, generator.num_steps):
-        loss = objective(generator.render())
+        loss = objective(generator.render(), step / generator.num_steps)
         generator.step(loss)
         yield Progress(step + 1, generator.num_steps, loss.detach())

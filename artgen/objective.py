@@ -5,6 +5,7 @@ Prompt embeddings are computed once, when the objective is built; each call only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -42,13 +43,14 @@ def clamp_straight_through(image: Tensor) -> Tensor:
 class Objective:
     """Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
 
-    def __init__(self, targets: list[Target], regularizers: list[tuple[float, callable]]) -> None:
+    def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable]], clip_scale: float) -> None:
         self.targets = targets
         self.regularizers = [(w, fn) for w, fn in regularizers if w != 0]
+        self.clip_scale = clip_scale
 
     def __call__(self, image: Tensor) -> Tensor:
         scored = clamp_straight_through(image)
-        total = sum(t.weight * t.loss(scored) for t in self.targets)
+        total = self.clip_scale * sum(t.weight * t.loss(scored) for t in self.targets)
         for weight, regularizer in self.regularizers:
             total = total + weight * regularizer(image)
         return total
@@ -79,9 +81,9 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
             embeds=torch.cat(embeds).to(device),
             weights=torch.tensor([p.weight for p in prompts], device=device),
             stops=torch.tensor([p.stop for p in prompts], device=device)))
-    regularizers = [(settings.tv_weight, losses.total_variation), (settings.range_weight, losses.out_of_range),
-                    (settings.saturation_weight, losses.saturation)]
-    return Objective(targets, regularizers)
+    regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
+                    (settings.sat_scale, losses.saturation)]
+    return Objective(targets, regularizers, settings.clip_guidance_scale)
 
 
 def embed_images(perceptor: Perceptor, pictures: list, device: torch.device) -> Tensor:

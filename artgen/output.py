@@ -32,10 +32,11 @@ def slug(text: str, limit: int = 60) -> str:
     return cleaned[:limit].rstrip("_") or "image"
 
 
-def resolve_output(template: str, settings: Any, overwrite: bool) -> Path:
-    """The output path for a run: the template filled in, ``{n}`` the first number whose file is free.
+def resolve_outputs(template: str, settings: Any, count: int = 1, overwrite: bool = False) -> list[Path]:
+    """The output paths of a run: the template filled in, ``{n}`` counting up from the first free number.
 
-    Without ``overwrite`` an existing file is refused here, before any work is done.
+    Several images (a batch, kept candidates) need ``{n}``; it is added before ``.png`` when the template
+    has none. Without ``overwrite`` an existing file is refused here, before any work is done.
     """
     first_prompt = (settings.prompts or settings.image_prompts or ["image"])[0].split("|")[0]
     values = {
@@ -44,14 +45,19 @@ def resolve_output(template: str, settings: Any, overwrite: bool) -> Path:
         "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H%M%S"),
     }
     if "{n" not in template:
-        path = Path(_fill(template, {**values, "n": 1}))
-        if path.exists() and not overwrite:
-            raise UserError(f"{path} already exists: pass --overwrite to replace it, or choose another --output")
-        return _check_png(path)
+        if count == 1:
+            path = _check_png(Path(_fill(template, {**values, "n": 1})))
+            if path.exists() and not overwrite:
+                raise UserError(f"{path} already exists: pass --overwrite to replace it, or choose another --output")
+            return [path]
+        template = template[:-4] + "-{n}" + template[-4:] if template.lower().endswith(".png") else template
+    paths: list[Path] = []
     for n in range(1, 100000):
-        path = Path(_fill(template, {**values, "n": n}))
+        path = _check_png(Path(_fill(template, {**values, "n": n})))
         if overwrite or not path.exists():
-            return _check_png(path)
+            paths.append(path)
+            if len(paths) == count:
+                return paths
     raise UserError(f"no free file name for {template!r}: clean up the output folder")
 
 
@@ -144,9 +150,35 @@ def load_image(path: str | Path, what: str) -> Image.Image:
                         "give a PNG, JPEG or WebP file") from None
 
 
+def cover_resize(picture: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale an image to cover width x height, then centre-crop, so the init keeps its aspect ratio."""
+    scale = max(width / picture.width, height / picture.height)
+    size = (max(width, round(picture.width * scale)), max(height, round(picture.height * scale)))
+    resized = picture.resize(size)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return resized.crop((left, top, left + width, top + height))
+
+
 def pil_to_tensor(picture: Image.Image, size: tuple[int, int] | None = None) -> Tensor:
     """An RGB PIL image as a [1,3,H,W] float tensor in [0,1], optionally resized to (width, height)."""
     if size is not None and picture.size != size:
         picture = picture.resize(size, Image.LANCZOS)
     array = np.asarray(picture, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def contact_sheet(images: list[Tensor], labels: list[str], columns: int = 4) -> Image.Image:
+    """All candidates in a grid, each with a caption line under it (its rank, seed and score)."""
+    from PIL import ImageDraw
+
+    tiles = [to_pil(image) for image in images]
+    width, height = tiles[0].size
+    caption = 14
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * width, rows * (height + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (tile, label) in enumerate(zip(tiles, labels)):
+        left, top = (index % columns) * width, (index // columns) * (height + caption)
+        sheet.paste(tile, (left, top))
+        draw.text((left + 2, top + height + 1), label, fill="black")
+    return sheet

@@ -1,4 +1,4 @@
-"""A whole run: settings in, a PNG out. Wires the perceptors, the generator, the objective and the writer."""
+"""A whole run: settings in, PNGs out. Wires the perceptors, the generator, the objective and the writer."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from tqdm import tqdm
 from .errors import RunInterrupted, UserError
 from .generators import generator_class
 from .loop import optimize
-from .objective import build_objective
-from .output import ensure_writable, resolve_output, save_png, step_path
+from .objective import Objective, build_objective
+from .output import contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
 from .perceptor import load_perceptors, parse_clip_spec
-from .settings import Settings, apply
+from .settings import Settings, build_settings
 
 log = logging.getLogger("artgen")
 LOSS_READ_EVERY = 5  # reading the loss forces a device sync; the progress bar does it only this often
@@ -29,12 +29,18 @@ LOSS_READ_EVERY = 5  # reading the loss forces a device sync; the progress bar d
 
 @dataclass
 class Result:
-    """What a finished run made."""
+    """What a finished run wrote: one path per image (a batch, or the kept candidates, best first)."""
 
-    path: Path
-    image: Tensor        # [1,3,H,W] in [0,1], on the CPU
-    settings: Settings   # as run: seed and size filled in
+    paths: list[Path]
+    images: Tensor       # [N,3,H,W] in [0,1], on the CPU
+    settings: Settings   # as run: seed, size and CLIP scale filled in
     loss: float
+    scores: list[float] | None = None   # CLIP scores of the kept candidates
+    contact_sheet: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,12 +51,12 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} was asked but no CUDA device is available: use --device cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -61,27 +67,72 @@ def with_seed(settings: Settings) -> Settings:
     return dataclasses.replace(settings, seed=random.SystemRandom().randrange(2**31))
 
 
-def generate(settings: Settings | None = None, progress: bool = True, **overrides: Any) -> Result:
-    """Run one optimization and write its PNG; keyword overrides name Settings fields."""
-    settings = with_seed(apply(settings or Settings(), overrides, "argument").validate())
+def generate(settings: Settings | None = None, preset: str | None = None, progress: bool = True,
+             **overrides: Any) -> Result:
+    """Run one optimization and write its PNGs: settings (or defaults), then a preset, then keyword overrides."""
+    base = settings.to_dict() if settings is not None else None
+    settings = with_seed(build_settings(preset, base, overrides))
     device = resolve_device(settings.device)
     cls = generator_class(settings.generator)
-    ensure_writable(resolve_output(settings.output, settings, settings.overwrite).parent)
-    torch.manual_seed(settings.seed)
+    if settings.clip_guidance_scale is None:
+        settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
+    count = settings.keep if settings.candidates else settings.batch
+    ensure_writable(resolve_outputs(settings.output, settings, count, settings.overwrite)[0].parent)
     specs = [parse_clip_spec(text, checkpoint)
              for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
     perceptors = load_perceptors(specs, device)
+    if settings.candidates:
+        return _candidates(settings, cls, perceptors, device, progress)
+    torch.manual_seed(settings.seed)
     generator = cls.from_settings(settings, device)
-    settings = dataclasses.replace(settings, width=generator.width, height=generator.height)
+    settings = _as_run(settings, generator)
     objective = build_objective(settings, perceptors, device)
-    path = resolve_output(settings.output, settings, settings.overwrite)
-    loss = _run_loop(generator, objective, settings, path, progress)
-    image = generator.snapshot().cpu()
-    save_png(image, path, _metadata(settings, generator.num_steps, loss))
-    return Result(path, image, settings, loss)
+    paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
+    loss = _run_loop(generator, objective, settings, paths, progress)
+    images = generator.snapshot().cpu()
+    _save_all(images, paths, settings, generator.num_steps, loss)
+    return Result(paths, images, settings, loss)
 
 
-def _run_loop(generator, objective, settings: Settings, path: Path, progress: bool) -> float:
+def _as_run(settings: Settings, generator: Any) -> Settings:
+    """The settings as actually run: with the size the generator made."""
+    return dataclasses.replace(settings, width=generator.width, height=generator.height)
+
+
+def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.device, progress: bool) -> Result:
+    """Draw one image per seed, score each with CLIP, keep the best, and write a contact sheet of all."""
+    drawn: list[tuple[float, Tensor, Settings, float]] = []
+    objective = build_objective(settings, perceptors, device)
+    model = None
+    for index in range(settings.candidates):
+        one = dataclasses.replace(settings, seed=settings.seed + index, candidates=0, keep=1)
+        torch.manual_seed(one.seed)
+        generator = cls.from_settings(one, device, model=model)
+        model = generator.model
+        one = _as_run(one, generator)
+        paths = resolve_outputs(one.output, one, 1, one.overwrite)
+        loss = _run_loop(generator, objective, one, paths, progress)
+        image = generator.snapshot()
+        drawn.append((objective.score(image).item(), image.cpu(), one, loss))
+    ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
+    kept = ranked[:settings.keep]
+    paths = resolve_outputs(settings.output, kept[0][2], settings.keep, settings.overwrite)
+    for (score, image, one, loss), path in zip(kept, paths):
+        save_png(image, path, _metadata(one, one.steps, loss) | {"clip_score": score})
+    labels = [f"#{rank + 1} seed {one.seed}: {score:.3f}" for rank, (score, _, one, _) in enumerate(ranked)]
+    sheet_path = paths[0].with_name(f"{paths[0].stem}.candidates.png")
+    save_png(contact_sheet([image for _, image, _, _ in ranked], labels), sheet_path,
+             {"settings": settings.to_dict(), "scores": [score for score, *_ in ranked]}, overwrite=settings.overwrite)
+    return Result(paths, torch.cat([image for _, image, _, _ in kept]), kept[0][2], kept[0][3],
+                  [score for score, *_ in kept], sheet_path)
+
+
+def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> None:
+    for index, (image, path) in enumerate(zip(images, paths)):
+        save_png(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}))
+
+
+def _run_loop(generator, objective: Objective, settings: Settings, paths: list[Path], progress: bool) -> float:
     """Drive the loop with a progress bar and intermediate saves; on Ctrl-C save what there is, then stop."""
     bar = tqdm(total=generator.num_steps, disable=not progress, desc="generating", unit="step")
     loss = math.nan
@@ -94,11 +145,12 @@ def _run_loop(generator, objective, settings: Settings, path: Path, progress: bo
                 bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
             if settings.save_every and step % settings.save_every == 0 and step < state.total:
-                save_png(generator.snapshot(), step_path(path, step), _metadata(settings, step, loss))
+                _save_all(generator.snapshot().cpu(), [step_path(p, step) for p in paths], settings, step, loss)
     except KeyboardInterrupt:
         bar.close()
-        save_png(generator.snapshot(), path, _metadata(settings, step, loss))
-        raise RunInterrupted(f"interrupted after step {step} of {generator.num_steps}: saved the image so far to {path}")
+        _save_all(generator.snapshot().cpu(), paths, settings, step, loss)
+        raise RunInterrupted(f"interrupted after step {step} of {generator.num_steps}: "
+                             f"saved the image so far to {paths[0]}") from None
     bar.close()
     return loss
 

@@ -21,6 +21,8 @@ from .errors import UsageError
 DEFAULT_OUTPUT = "outputs/{prompt}-{seed}-{n}.png"
 OPTIMIZERS = ("adam", "adamw")
 INITS = ("random", "noise")
+NOISE_SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddpm", "ddim")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -45,6 +47,11 @@ class Settings:
     vqgan_model: str = _opt("vqgan_imagenet_f16_16384", "Known VQGAN name (see `artgen models list`).")
     vqgan_config: str | None = _opt(None, "Local taming .yaml config (with --vqgan-checkpoint; no download).")
     vqgan_checkpoint: str | None = _opt(None, "Local taming .ckpt checkpoint (with --vqgan-config).")
+    diffusion_model: str = _opt("256x256_diffusion_uncond", "Known guided-diffusion model name (see `artgen models list`).")
+    diffusion_checkpoint: str | None = _opt(None, "Local guided-diffusion .pt (no download); its architecture is "
+                                                  "--diffusion-model's unless --diffusion-config is given.")
+    diffusion_config: str | None = _opt(None, "YAML file of UNet settings (image_size, num_channels, ...) for a "
+                                              "checkpoint of another architecture.")
     clip: list[str] = _opt(["ViT-B-32:openai"], 'CLIP model(s) "name:pretrained:weight"; repeat for an ensemble.')
     clip_checkpoint: list[str] = _opt([], "Local open_clip checkpoint for the n-th --clip (no download).")
     # size and optimization
@@ -55,18 +62,38 @@ class Settings:
     optimizer: str = _opt("adam", "Optimizer for the latent.", choices=OPTIMIZERS)
     seed: int | None = _opt(None, "Random seed (chosen and recorded when not given).")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N.")
+    batch: int = _opt(1, "Images drawn at once.")
+    candidates: int = _opt(0, "Draw this many candidates one after another (seeds seed, seed+1, ...) and keep the "
+                              "best by CLIP score (0: off).")
+    keep: int = _opt(1, "How many of the --candidates to keep.")
+    # diffusion sampling
+    diffusion_steps: int = _opt(1000, "Timesteps the diffusion model was trained with.")
+    timestep_respacing: str | None = _opt(None, 'Sampling steps: "250", "ddim50", "50,100,..." (default: --steps).')
+    noise_schedule: str = _opt("linear", "Beta schedule the model was trained with.", choices=NOISE_SCHEDULES)
+    sampler: str = _opt("ddpm", "Diffusion sampler.", choices=SAMPLERS)
+    eta: float = _opt(0.0, "DDIM eta (0: deterministic).")
+    skip_steps: int = _opt(0, "Diffusion: start this many steps in, from the noised init image.")
+    init_scale: float = _opt(0.0, "Diffusion: weight of the pixel loss toward the init image.")
+    clamp_grad: bool = _opt(True, "Diffusion: limit the guidance gradient's RMS to --clamp-max.")
+    clamp_max: float = _opt(0.05, "Diffusion: the gradient RMS limit.")
+    diffusion_fp16: bool = _opt(True, "Diffusion: run the UNet in half precision on CUDA (ignored on the CPU).")
     # cutouts
     cutn: int = _opt(32, "Cutouts per step.")
     cut_pow: float = _opt(1.0, "Cutout size exponent: above 1 favours small cutouts.")
+    cut_overview: str = _opt("", 'Whole-image cutouts per step over 1000 parts of the run, e.g. "[12]*400+[4]*600" '
+                                 '(with --cut-innercut it replaces --cutn).')
+    cut_innercut: str = _opt("", 'Random-crop cutouts per step, e.g. "[4]*400+[12]*600".')
     aug_flip: bool = _opt(True, "Random horizontal flips of the cutouts.")
     aug_affine: bool = _opt(True, "Random affine transforms of the cutouts.")
     aug_perspective: bool = _opt(True, "Random perspective transforms of the cutouts.")
     aug_jitter: bool = _opt(True, "Random colour jitter of the cutouts.")
     aug_noise: float = _opt(0.1, "Std of gaussian noise added to the cutouts (0 disables).")
-    # regularizers
-    tv_weight: float = _opt(0.0, "Total-variation weight (smoothness).")
-    range_weight: float = _opt(0.0, "Weight pulling pixel values back into [0,1].")
-    saturation_weight: float = _opt(0.0, "Saturation weight (positive mutes colours, negative boosts them).")
+    # loss weights
+    clip_guidance_scale: float | None = _opt(None, "Weight of the CLIP prompt loss (default: the generator's own, "
+                                                   "1 for VQGAN).")
+    tv_scale: float = _opt(0.0, "Total-variation weight (smoothness).")
+    range_scale: float = _opt(0.0, "Weight pulling pixel values back into [0,1].")
+    sat_scale: float = _opt(0.0, "Saturation weight (positive mutes colours, negative boosts them).")
     # output
     output: str = _opt(DEFAULT_OUTPUT, "Output path template: {prompt} {seed} {n} {generator} {width} {height} {date} {time}.")
     save_every: int = _opt(0, "Also write an intermediate image every N steps (0: only the final one).")
@@ -74,20 +101,29 @@ class Settings:
 
     def validate(self) -> "Settings":
         """Check values that need no model; raise UsageError naming the field and the fix."""
-        for name in ("steps", "width", "height", "cutn"):
+        for name in ("steps", "width", "height", "cutn", "batch", "keep", "diffusion_steps"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")
         for name in ("lr", "cut_pow"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise UsageError(f"--{flag(name)} must be a positive number, got {value}")
-        for name in ("aug_noise", "tv_weight", "range_weight", "saturation_weight"):
-            if not math.isfinite(getattr(self, name)):
+        for name in ("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise UsageError(f"--{flag(name)} must be a finite number")
-        if self.aug_noise < 0 or self.save_every < 0:
-            raise UsageError("--aug-noise and --save-every must not be negative")
+        for name in ("aug_noise", "save_every", "candidates", "skip_steps", "eta", "clamp_max"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
+        if self.candidates and self.keep > self.candidates:
+            raise UsageError(f"--keep {self.keep} is more than --candidates {self.candidates}: keep at most all of them")
+        if self.candidates and self.batch > 1:
+            raise UsageError("--candidates draws one image per seed: use it without --batch")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise UsageError(f"unknown noise schedule {self.noise_schedule!r}: choose one of {', '.join(NOISE_SCHEDULES)}")
         if self.init not in INITS:
             raise UsageError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
         if not self.prompts and not self.image_prompts:

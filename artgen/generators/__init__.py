@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .base import Generator
+from .diffusion import DiffusionGenerator
 from .vqgan import VQGANGenerator
 
 GENERATORS: dict[str, type] = {
     "vqgan": VQGANGenerator,
+    "diffusion": DiffusionGenerator,
 }
 
 

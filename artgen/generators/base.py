@@ -18,6 +18,7 @@ class Generator(Protocol):
     whatever ``step`` updates.
     """
 
+    default_clip_guidance_scale: float  # CLIP loss weight when the user gives none
     num_steps: int
     width: int
     height: int

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
-from ..output import load_image, pil_to_tensor
+from ..output import cover_resize, load_image, pil_to_tensor
 from ..settings import Settings
 
 log = logging.getLogger("artgen")
@@ -41,6 +41,8 @@ def optimizer_for(name: str, params: list[Tensor], lr: float) -> torch.optim.Opt
 class VQGANGenerator:
     """Draws ``decode(quantize(z))``; ``step`` takes an optimizer step on z and keeps z inside the codebook's range."""
 
+    default_clip_guidance_scale = 1.0
+
     def __init__(self, model: VQGAN, z: Tensor, settings: Settings) -> None:
         self.model = model
         self.z = z.detach().clone().requires_grad_(True)
@@ -52,9 +54,11 @@ class VQGANGenerator:
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device) -> "VQGANGenerator":
-        config, checkpoint = vqgan_files(settings)
-        model = load_vqgan(config, checkpoint, map_location=device)
+    def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None) -> "VQGANGenerator":
+        """Load the model (or reuse one already loaded) and make the starting latent."""
+        if model is None:
+            config, checkpoint = vqgan_files(settings)
+            model = load_vqgan(config, checkpoint, map_location=device)
         width, height = fit_size(settings.width, settings.height, model.downsample_factor)
         return cls(model, initial_latent(model, settings, width, height, device), settings)
 
@@ -83,27 +87,18 @@ class VQGANGenerator:
 
 
 def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, device: torch.device) -> Tensor:
-    """The starting z: the encoded init image, encoded pixel noise, or random codebook entries."""
-    factor = model.downsample_factor
+    """The starting z for each of the batch: the encoded init image, encoded pixel noise, or random codes."""
+    factor, batch = model.downsample_factor, settings.batch
     if settings.init_image:
         picture = cover_resize(load_image(settings.init_image, "init image"), width, height)
         pixels = pil_to_tensor(picture).to(device)
-        return encode(model, pixels)
+        return encode(model, pixels).repeat(batch, 1, 1, 1)
     if settings.init == "noise":
-        return encode(model, torch.rand(1, 3, height, width, device=device))
-    indices = torch.randint(model.codebook.shape[0], (height // factor, width // factor), device=device)
-    return model.codebook[indices].permute(2, 0, 1).unsqueeze(0).clone()
+        return encode(model, torch.rand(batch, 3, height, width, device=device))
+    indices = torch.randint(model.codebook.shape[0], (batch, height // factor, width // factor), device=device)
+    return model.codebook[indices].permute(0, 3, 1, 2).contiguous()
 
 
 def encode(model: VQGAN, pixels: Tensor) -> Tensor:
     with torch.no_grad():
         return model.encode(pixels.mul(2).sub(1))
-
-
-def cover_resize(picture, width: int, height: int):
-    """Scale an image to cover width x height, then centre-crop, so the init keeps its aspect ratio."""
-    scale = max(width / picture.width, height / picture.height)
-    size = (max(width, round(picture.width * scale)), max(height, round(picture.height * scale)))
-    resized = picture.resize(size)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    return resized.crop((left, top, left + width, top + height))

@@ -63,6 +63,18 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
     KnownModel("vqgan_gumbel_f8_8192", "vqgan",
                _heibox("2e5662443a6b4307b470", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
                "OpenImages, Gumbel quantizer, f8, 8192 codes"),
+    KnownModel("256x256_diffusion_uncond", "diffusion",
+               {"checkpoint": KnownFile("256x256_diffusion_uncond.pt",
+                                        "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+                                        "256x256_diffusion_uncond.pt",
+                                        "983e3de6f95c88c81b2ca7ebb2c217933be1973b1ff058776b970f901584613a")},
+               "OpenAI guided-diffusion, ImageNet 256, unconditional"),
+    KnownModel("512x512_diffusion_uncond_finetune_008100", "diffusion",
+               {"checkpoint": KnownFile("512x512_diffusion_uncond_finetune_008100.pt",
+                                        "https://huggingface.co/lowlevelware/512x512_diffusion_unconditional_ImageNet/"
+                                        "resolve/main/512x512_diffusion_uncond_finetune_008100.pt",
+                                        "9c111ab89e214862b76e1fa6a1b3f1d329b1a88281885943d2cdbe357ad57648")},
+               "guided-diffusion 512 fine-tuned to be unconditional (as Disco Diffusion uses)"),
 ]}
 
 

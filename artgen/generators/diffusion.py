@@ -1,0 +1,160 @@
+"""CLIP-guided diffusion: each loop step is one sampler step, guided by the gradient of the loop's loss.
+
+``render()`` runs the UNet on x_t and returns the predicted clean image blended with x_t by
+sqrt(1 - alpha-bar_t), as the CLIP-guided diffusion notebooks score it; ``step(loss)`` turns the loss's
+gradient w.r.t. x_t into a guidance term and lets a plain sampler (DDPM or DDIM) take the step through
+``guided_denoise``. The sampler never sees CLIP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from ..errors import UsageError
+from ..models import hub
+from ..models.diffusion import Diffusion, create_diffusion, ddim_step, ddpm_step, guided_denoise
+from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
+from ..output import cover_resize, load_image, pil_to_tensor
+from ..settings import Settings
+
+log = logging.getLogger("artgen")
+
+
+def unet_config(settings: Settings) -> UNetConfig:
+    """The UNet architecture: from --diffusion-config's YAML, else the known model's."""
+    if settings.diffusion_config:
+        return _config_from_file(Path(settings.diffusion_config))
+    hub.known_model(settings.diffusion_model, "diffusion")
+    return KNOWN_CONFIGS[settings.diffusion_model]
+
+
+def _config_from_file(path: Path) -> UNetConfig:
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--diffusion-config {path} does not exist: check the path") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        raise UsageError(f"--diffusion-config {path} is not readable YAML ({type(error).__name__}): fix the file") from None
+    names = {f.name for f in dataclasses.fields(UNetConfig)}
+    if not isinstance(values, dict) or not set(values) <= names:
+        unknown = sorted(set(values) - names) if isinstance(values, dict) else "not a mapping"
+        raise UsageError(f"--diffusion-config {path}: expected UNet settings ({', '.join(sorted(names))}); "
+                         f"got {unknown}")
+    return UNetConfig(**values)
+
+
+def load_model(settings: Settings, device: torch.device) -> UNetModel:
+    """Load the UNet from a local file or the models cache, in half precision on CUDA when asked."""
+    config = unet_config(settings)
+    if device.type == "cuda" and settings.diffusion_fp16:
+        config = dataclasses.replace(config, use_fp16=True)
+    path = (Path(settings.diffusion_checkpoint) if settings.diffusion_checkpoint
+            else hub.resolve(settings.diffusion_model, "checkpoint", kind="diffusion"))
+    return load_unet(path, config, map_location=device)
+
+
+def check_size(settings: Settings, config: UNetConfig) -> None:
+    """Refuse sizes the UNet cannot make: each side must be a multiple of its downsampling factor."""
+    factor = downsample_factor(config)
+    if settings.width % factor or settings.height % factor:
+        raise UsageError(f"size {settings.width}x{settings.height} is not possible with this diffusion model: "
+                         f"width and height must be multiples of {factor} (e.g. {config.image_size})")
+
+
+class DiffusionGenerator:
+    """Owns x_t and the position in the sampling schedule; one loop step is one sampler step."""
+
+    default_clip_guidance_scale = 5000.0
+
+    def __init__(self, model: UNetModel, diffusion: Diffusion, settings: Settings, init: Tensor | None,
+                 device: torch.device) -> None:
+        self.model, self.diffusion, self.settings = model, diffusion, settings
+        self.height, self.width = settings.height, settings.width
+        start = diffusion.num_timesteps - 1 - settings.skip_steps
+        self.timesteps = list(range(start, -1, -1))
+        self.num_steps = len(self.timesteps)
+        self.index = 0
+        self.init = init
+        shape = (settings.batch, 3, settings.height, settings.width)
+        x = torch.randn(shape, device=device)
+        if init is not None:
+            x = diffusion.q_sample(init, self._t(start, x), x)
+        self.x = x
+        self._pred = None
+        self._render: tuple[Tensor, dict[str, Tensor], Tensor] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: torch.device,
+                      model: UNetModel | None = None) -> "DiffusionGenerator":
+        config = unet_config(settings)
+        check_size(settings, config)
+        diffusion = create_diffusion(settings.diffusion_steps, settings.noise_schedule,
+                                     settings.timestep_respacing or str(settings.steps), config.learn_sigma)
+        if settings.skip_steps >= diffusion.num_timesteps:
+            raise UsageError(f"--skip-steps {settings.skip_steps} leaves nothing to do: it must be less than the "
+                             f"{diffusion.num_timesteps} sampling steps")
+        init = None
+        if settings.init_image:
+            picture = cover_resize(load_image(settings.init_image, "init image"), settings.width, settings.height)
+            init = pil_to_tensor(picture).to(device).mul(2).sub(1).repeat(settings.batch, 1, 1, 1)
+        return cls(model if model is not None else load_model(settings, device), diffusion, settings, init, device)
+
+    @staticmethod
+    def _t(step: int, like: Tensor) -> Tensor:
+        return torch.full((like.shape[0],), step, dtype=torch.long, device=like.device)
+
+    def _model_output(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.model(x, self.diffusion.model_timesteps(t))
+
+    def render(self) -> Tensor:
+        t = self._t(self.timesteps[self.index], self.x)
+        x = self.x.detach().requires_grad_(True)
+        output = self._model_output(x, t)
+        out = self.diffusion.p_mean_variance(output, x, t, clip_denoised=False)
+        fac = float(self.diffusion.sqrt_one_minus_alphas_cumprod[self.timesteps[self.index]])
+        blended = out["pred_xstart"] * fac + x * (1 - fac)
+        self._render = (x, output, blended)
+        self._pred = out["pred_xstart"].detach()
+        return blended.add(1).div(2)
+
+    def step(self, loss: Tensor) -> None:
+        x, output, blended = self._render
+        if self.settings.init_scale and self.init is not None:
+            loss = loss + self.settings.init_scale * (blended - self.init).pow(2).mean()
+        grad = -torch.autograd.grad(loss, x)[0]
+        grad = torch.nan_to_num(grad)
+        if self.settings.clamp_grad:
+            magnitude = grad.square().mean().sqrt()
+            grad = grad * magnitude.clamp(max=self.settings.clamp_max) / magnitude.clamp(min=1e-12)
+        denoise = guided_denoise(self.diffusion, lambda *_: output.detach(), lambda *_: grad)
+        t = self._t(self.timesteps[self.index], self.x)
+        with torch.no_grad():
+            if self.settings.sampler == "ddpm":
+                out = ddpm_step(self.diffusion, denoise, self.x, t, torch.randn_like(self.x))
+            else:
+                eta = self.settings.eta
+                out = ddim_step(self.diffusion, denoise, self.x, t, eta, torch.randn_like(self.x) if eta else None)
+        self.x = out["sample"]
+        self._pred = out["pred_xstart"]
+        self._render = None
+        self.index += 1
+
+    def snapshot(self) -> Tensor:
+        """The finished sample, or while sampling the latest clean-image prediction."""
+        current = self.x if self.index >= self.num_steps or self._pred is None else self._pred
+        return current.detach().float().add(1).div(2).clamp(0, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"x": self.x.detach().clone(), "index": self.index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.x = state["x"].to(self.x.device)
+        self.index = int(state["index"])
+        self._pred = None

@@ -1,0 +1,87 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from artgen.errors import UsageError, UserError
+from artgen.output import ensure_writable, load_image, read_metadata, resolve_outputs, save_png, step_path
+from artgen.settings import Settings
+
+
+def settings(**kw):
+    return Settings(prompts=["a red circle:2|sky"], seed=7, **kw)
+
+
+def test_png_round_trips_settings(tmp_path):
+    path = tmp_path / "x.png"
+    image = torch.rand(1, 3, 8, 12)
+    save_png(image, path, {"settings": settings().to_dict(), "step": 3})
+    meta = read_metadata(path)
+    assert meta["settings"] == settings().to_dict()
+    assert meta["step"] == 3 and "artgen_version" in meta
+    with Image.open(path) as picture:
+        assert picture.size == (12, 8)
+        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32)).permute(2, 0, 1) / 255
+    assert torch.allclose(pixels, image[0], atol=1 / 255)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary left behind
+
+
+def test_template_fields_and_counter(tmp_path):
+    template = str(tmp_path / "{prompt}-{seed}-{n}.png")
+    [first] = resolve_outputs(template, settings())
+    assert first.name == "a_red_circle-7-1.png"
+    first.write_bytes(b"")
+    assert resolve_outputs(template, settings())[0].name == "a_red_circle-7-2.png"
+    assert [p.name for p in resolve_outputs(template, settings(), count=2)] == ["a_red_circle-7-2.png", "a_red_circle-7-3.png"]
+
+
+def test_several_images_get_numbered_names(tmp_path):
+    paths = resolve_outputs(str(tmp_path / "out.png"), settings(), count=3)
+    assert [p.name for p in paths] == ["out-1.png", "out-2.png", "out-3.png"]
+
+
+def test_existing_file_is_refused_without_overwrite(tmp_path):
+    (tmp_path / "out.png").write_bytes(b"keep")
+    template = str(tmp_path / "out.png")
+    with pytest.raises(UserError, match="--overwrite"):
+        resolve_outputs(template, settings())
+    assert resolve_outputs(template, settings(), overwrite=True)[0].name == "out.png"
+    assert (tmp_path / "out.png").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("template, message", [("{nope}.png", "unknown field"), ("x.jpg", "must end in .png"),
+                                               ("{seed.png", "not a valid template")])
+def test_bad_templates(template, message):
+    with pytest.raises(UsageError, match=message):
+        resolve_outputs(template, settings())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(UserError, match="cannot write"):
+        ensure_writable(locked / "sub")
+
+
+def test_folder_under_a_file_is_unwritable(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(UserError, match="cannot write to output folder"):
+        ensure_writable(tmp_path / "file" / "sub")
+
+
+def test_missing_and_unreadable_images(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_image(tmp_path / "none.png", "init image")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="cannot be read as an image"):
+        load_image(tmp_path / "junk.png", "init image")
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    with pytest.raises(UserError, match="carries no artgen settings"):
+        read_metadata(tmp_path / "plain.png")
+
+
+def test_step_path_sits_beside_the_output(tmp_path):
+    assert step_path(tmp_path / "a.png", 50).name == "a.step00050.png"
