@@ -1,22 +1,71 @@
 """The objective: prompt losses under cutouts for each CLIP model of the ensemble, plus regularizers.
 
-Prompt embeddings are computed once, when the objective is built; each call only encodes cutouts.
+Prompt embeddings are computed once, when the objective is built; each call only encodes cutouts. With a
+batch, every image gets its own prompt loss and the losses add up, so each image is pulled as hard as a
+single one would be.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import losses
-from .cutouts import CutoutSettings, MakeCutouts
+from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
+from .errors import UsageError
 from .output import load_image, pil_to_tensor
 from .perceptor import Perceptor
 from .prompts import Prompt, parse_prompts, prompt_loss
 from .settings import Settings
+
+SCHEDULE_PARTS = 1000  # cut schedules split the run into thousandths, as Disco Diffusion's do
+_SCHEDULE_TERM = re.compile(r"^\[(\d+)\]\*(\d+)$")
+
+
+def parse_cut_schedule(text: str, name: str) -> list[int]:
+    """Parse Disco's ``"[12]*400+[4]*600"`` (counts over 1000 parts of the run) without evaluating it."""
+    counts: list[int] = []
+    for term in text.replace(" ", "").split("+"):
+        match = _SCHEDULE_TERM.match(term)
+        if not match:
+            raise UsageError(f"--{name} {text!r}: write terms like [12]*400 joined with '+', covering 1000 parts")
+        counts += [int(match.group(1))] * int(match.group(2))
+    if len(counts) != SCHEDULE_PARTS:
+        raise UsageError(f"--{name} {text!r} covers {len(counts)} parts: the terms must add up to exactly 1000")
+    return counts
+
+
+@dataclass
+class CutPlan:
+    """How many whole-image (overview) and random-crop (inner) cutouts to take at each point of the run."""
+
+    cutn: int
+    overview: list[int] | None = None
+    inner: list[int] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "CutPlan":
+        if not settings.cut_overview and not settings.cut_innercut:
+            return cls(settings.cutn)
+        overview = parse_cut_schedule(settings.cut_overview or "[0]*1000", "cut-overview")
+        inner = parse_cut_schedule(settings.cut_innercut or "[0]*1000", "cut-innercut")
+        if any(o + i == 0 for o, i in zip(overview, inner)):
+            raise UsageError("--cut-overview and --cut-innercut leave a part of the run with no cutouts: "
+                             "give at least one cutout everywhere")
+        return cls(settings.cutn, overview, inner)
+
+    def counts(self, progress: float) -> tuple[int, int]:
+        """(overview, inner) cutout counts at a point of the run (progress in [0, 1))."""
+        if self.overview is None:
+            return 0, self.cutn
+        part = min(int(progress * SCHEDULE_PARTS), SCHEDULE_PARTS - 1)
+        return self.overview[part], self.inner[part]
 
 
 @dataclass
@@ -25,14 +74,44 @@ class Target:
 
     perceptor: Perceptor
     weight: float
-    cutouts: MakeCutouts
+    cut: CutoutSettings
     embeds: Tensor    # [P, D]
     weights: Tensor   # [P]
     stops: Tensor     # [P]
+    _inner: dict[int, MakeCutouts] = field(default_factory=dict)
 
-    def loss(self, image: Tensor) -> Tensor:
-        cuts = self.cutouts(image)
-        return prompt_loss(self.perceptor.encode_image(cuts), self.embeds, self.weights, self.stops)
+    def cutouts(self, image: Tensor, overview: int, inner: int) -> Tensor:
+        """[B, overview + inner, 3, S, S] cutouts at this model's input size."""
+        size, batch = self.perceptor.input_size, image.shape[0]
+        parts = []
+        if overview:
+            parts.append(overview_cutouts(image, size, overview).view(batch, overview, 3, size, size))
+        if inner:
+            if inner not in self._inner:
+                self._inner[inner] = MakeCutouts(size, dataclasses.replace(self.cut, cutn=inner))
+            parts.append(self._inner[inner](image).view(batch, inner, 3, size, size))
+        return torch.cat(parts, dim=1)
+
+    def loss(self, image: Tensor, counts: tuple[int, int]) -> Tensor:
+        cuts = self.cutouts(image, *counts)
+        batch, per_image = cuts.shape[:2]
+        embeds = self.perceptor.encode_image(cuts.flatten(0, 1)).view(batch, per_image, -1)
+        return sum(prompt_loss(embeds[b], self.embeds, self.weights, self.stops) for b in range(batch))
+
+    def score(self, image: Tensor) -> Tensor:
+        """Per-image weighted cosine similarity to the prompts, from one whole-image view (no augmentation)."""
+        size = self.perceptor.input_size
+        view = F.interpolate(centre_square(image), size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)
+        similarity = self.perceptor.encode_image(view) @ self.embeds.T
+        return (similarity * self.weights).sum(dim=1) / self.weights.abs().sum()
+
+
+def centre_square(image: Tensor) -> Tensor:
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[..., top:top + side, left:left + side]
 
 
 def clamp_straight_through(image: Tensor) -> Tensor:
@@ -41,19 +120,28 @@ def clamp_straight_through(image: Tensor) -> Tensor:
 
 
 class Objective:
-    """Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
+    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
 
-    def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable]], clip_scale: float) -> None:
+    def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable[[Tensor], Tensor]]],
+                 clip_scale: float, plan: CutPlan) -> None:
         self.targets = targets
         self.regularizers = [(w, fn) for w, fn in regularizers if w != 0]
         self.clip_scale = clip_scale
+        self.plan = plan
 
-    def __call__(self, image: Tensor) -> Tensor:
+    def __call__(self, image: Tensor, progress: float = 0.0) -> Tensor:
         scored = clamp_straight_through(image)
-        total = self.clip_scale * sum(t.weight * t.loss(scored) for t in self.targets)
+        counts = self.plan.counts(progress)
+        total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
         for weight, regularizer in self.regularizers:
             total = total + weight * regularizer(image)
         return total
+
+    @torch.no_grad()
+    def score(self, image: Tensor) -> Tensor:
+        """How well each image of a batch matches the prompts (higher is better), for ranking candidates."""
+        weights = sum(t.weight for t in self.targets)
+        return sum(t.weight * t.score(image.clamp(0, 1)) for t in self.targets) / weights
 
 
 def cutout_settings(settings: Settings) -> CutoutSettings:
@@ -67,7 +155,8 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
     texts = parse_prompts(settings.prompts)
     images = parse_prompts(settings.image_prompts)
     pictures = [load_image(p.text, "image prompt") for p in images]
-    cut = cutout_settings(settings)
+    plan = CutPlan.from_settings(settings)
+    prompts: list[Prompt] = texts + images
     targets = []
     for perceptor in perceptors:
         embeds = []
@@ -75,24 +164,21 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
             embeds.append(perceptor.encode_text([p.text for p in texts]))
         if pictures:
             embeds.append(embed_images(perceptor, pictures, device))
-        prompts: list[Prompt] = texts + images
         targets.append(Target(
-            perceptor=perceptor, weight=perceptor.spec.weight, cutouts=MakeCutouts(perceptor.input_size, cut),
+            perceptor=perceptor, weight=perceptor.spec.weight, cut=cutout_settings(settings),
             embeds=torch.cat(embeds).to(device),
             weights=torch.tensor([p.weight for p in prompts], device=device),
             stops=torch.tensor([p.stop for p in prompts], device=device)))
     regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
                     (settings.sat_scale, losses.saturation)]
-    return Objective(targets, regularizers, settings.clip_guidance_scale)
+    return Objective(targets, regularizers, settings.clip_guidance_scale, plan)
 
 
 def embed_images(perceptor: Perceptor, pictures: list, device: torch.device) -> Tensor:
     """CLIP embeddings of image prompts: each centre-cropped to a square at the model's input size."""
-    batch = []
-    for picture in pictures:
-        side = min(picture.size)
-        left, top = (picture.width - side) // 2, (picture.height - side) // 2
-        square = picture.crop((left, top, left + side, top + side))
-        batch.append(pil_to_tensor(square, (perceptor.input_size, perceptor.input_size)))
+    batch = [pil_to_tensor(picture) for picture in pictures]
+    size = perceptor.input_size
+    views = [F.interpolate(centre_square(b), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+             for b in batch]
     with torch.no_grad():
-        return perceptor.encode_image(torch.cat(batch).to(device))
+        return perceptor.encode_image(torch.cat(views).to(device))

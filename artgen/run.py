@@ -20,7 +20,7 @@ from .generators import generator_class
 from .loop import optimize
 from .objective import Objective, build_objective
 from .output import contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
-from .perceptor import load_perceptors, parse_clip_spec
+from .perceptor import load_perceptors, parse_clip_spec, register_model_config
 from .settings import Settings, build_settings
 
 log = logging.getLogger("artgen")
@@ -78,14 +78,16 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
         settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
     count = settings.keep if settings.candidates else settings.batch
     ensure_writable(resolve_outputs(settings.output, settings, count, settings.overwrite)[0].parent)
+    for config in settings.clip_config:
+        register_model_config(config)
     specs = [parse_clip_spec(text, checkpoint)
              for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
-    perceptors = load_perceptors(specs, device)
     if settings.candidates:
-        return _candidates(settings, cls, perceptors, device, progress)
+        return _candidates(settings, cls, load_perceptors(specs, device), device, progress)
     torch.manual_seed(settings.seed)
     generator = cls.from_settings(settings, device)
     settings = _as_run(settings, generator)
+    perceptors = load_perceptors(specs, device)
     objective = build_objective(settings, perceptors, device)
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
     loss = _run_loop(generator, objective, settings, paths, progress)

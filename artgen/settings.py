@@ -54,6 +54,8 @@ class Settings:
                                               "checkpoint of another architecture.")
     clip: list[str] = _opt(["ViT-B-32:openai"], 'CLIP model(s) "name:pretrained:weight"; repeat for an ensemble.')
     clip_checkpoint: list[str] = _opt([], "Local open_clip checkpoint for the n-th --clip (no download).")
+    clip_config: list[str] = _opt([], "open_clip model-config JSON of a custom architecture; its file name "
+                                      "becomes a --clip name.")
     # size and optimization
     width: int = _opt(256, "Image width in pixels.")
     height: int = _opt(256, "Image height in pixels.")

@@ -1,0 +1,100 @@
+"""Cutouts: many random square crops of the image, resized to the perceptor's input size and augmented.
+
+All crops are taken by a single ``grid_sample`` over one batched sampling grid, and the augmentations run
+once over the whole batch of crops, so the cost does not grow with a Python loop over ``cutn``. Randomness
+comes from torch's global generator, which a run seeds once: the same seed gives the same cutouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MIN_FRACTION = 0.1  # the smallest crop, as a fraction of the image's shorter side
+
+
+@dataclass(frozen=True)
+class CutoutSettings:
+    """How many crops, how their sizes are drawn, and which augmentations are on."""
+
+    cutn: int = 32
+    cut_pow: float = 1.0      # size = shorter side * u**cut_pow: above 1 favours small crops
+    flip: bool = True
+    affine: bool = True
+    perspective: bool = True
+    jitter: bool = True
+    noise: float = 0.1        # largest std of the gaussian noise added per crop (0: none)
+
+
+def crop_grid(batch: int, cutn: int, height: int, width: int, cut_size: int, cut_pow: float,
+              device: torch.device) -> Tensor:
+    """A sampling grid [batch, cutn * cut_size, cut_size, 2] holding ``cutn`` random square crops per image.
+
+    The crops are stacked along the grid's height, so one grid_sample call cuts them all.
+    """
+    shorter = min(height, width)
+    low = min(shorter, max(1, round(shorter * MIN_FRACTION), cut_size // 4))
+    u = torch.rand(batch, cutn, device=device)
+    sizes = (u.pow(cut_pow) * (shorter - low) + low).round().clamp(low, shorter)
+    left = torch.rand(batch, cutn, device=device) * (width - sizes + 1).clamp(min=1)
+    top = torch.rand(batch, cutn, device=device) * (height - sizes + 1).clamp(min=1)
+    left, top = left.floor(), top.floor()
+    steps = (torch.arange(cut_size, device=device, dtype=torch.float32) + 0.5) / cut_size  # (0,1) pixel centres
+    xs = (left[..., None] + steps * sizes[..., None]) / width * 2 - 1     # [batch, cutn, cut_size]
+    ys = (top[..., None] + steps * sizes[..., None]) / height * 2 - 1
+    grid = torch.stack(torch.broadcast_tensors(xs[:, :, None, :], ys[:, :, :, None]), dim=-1)
+    return grid.reshape(batch, cutn * cut_size, cut_size, 2)
+
+
+def augmentations(settings: CutoutSettings) -> nn.Module:
+    """The kornia pipeline the switches ask for (identity when all are off)."""
+    steps: list[nn.Module] = []
+    if settings.flip:
+        steps.append(K.RandomHorizontalFlip(p=0.5))
+    if settings.affine:
+        steps.append(K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"))
+    if settings.perspective:
+        steps.append(K.RandomPerspective(distortion_scale=0.7, p=0.7))
+    if settings.jitter:
+        steps.append(K.ColorJitter(brightness=0.05, contrast=0.05, saturation=0.1, hue=0.1, p=0.7))
+    return nn.Sequential(*steps)
+
+
+class MakeCutouts(nn.Module):
+    """image [B,3,H,W] in [0,1] -> cutouts [B*cutn,3,S,S], image-major (image b's crops are contiguous)."""
+
+    def __init__(self, cut_size: int, settings: CutoutSettings) -> None:
+        super().__init__()
+        self.cut_size = cut_size
+        self.settings = settings
+        self.augment = augmentations(settings)
+
+    def forward(self, image: Tensor) -> Tensor:
+        batch, channels, height, width = image.shape
+        cutn, size = self.settings.cutn, self.cut_size
+        grid = crop_grid(batch, cutn, height, width, size, self.settings.cut_pow, image.device)
+        cuts = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        cuts = cuts.view(batch, channels, cutn, size, size).transpose(1, 2).reshape(batch * cutn, channels, size, size)
+        cuts = self.augment(cuts)
+        if self.settings.noise:
+            strength = torch.rand(batch * cutn, 1, 1, 1, device=image.device, dtype=image.dtype) * self.settings.noise
+            cuts = cuts + strength * torch.randn_like(cuts)
+        return cuts
+
+
+def overview_cutouts(image: Tensor, cut_size: int, count: int) -> Tensor:
+    """``count`` views of the whole image (padded to a square, resized), every second one mirrored.
+
+    Overview cuts show the perceptor the composition; [B*count,3,S,S], image-major.
+    """
+    batch, _, height, width = image.shape
+    side = max(height, width)
+    pad_x, pad_y = side - width, side - height
+    square = F.pad(image, (pad_x // 2, pad_x - pad_x // 2, pad_y // 2, pad_y - pad_y // 2), mode="replicate")
+    view = F.interpolate(square, size=(cut_size, cut_size), mode="bilinear", align_corners=False, antialias=True)
+    views = torch.stack([view.flip(-1) if i % 2 else view for i in range(count)], dim=1)
+    return views.reshape(batch * count, *view.shape[1:])

@@ -1,0 +1,210 @@
+"""The CLIP wrapper: any open_clip model by name and pretrained tag, or from a local checkpoint file.
+
+Named weights download through open_clip's own hub code; a local file (``--clip-checkpoint``) needs no
+network and is read without running pickled code. Each model gets its own input size and normalization.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UsageError, UserError
+
+SPEC_HINT = 'write CLIP models as "name:pretrained:weight", e.g. "ViT-B-32:openai" or "RN50:openai:0.5"'
+OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata in OpenAI's files
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which CLIP model, which weights, and its weight in the ensemble."""
+
+    model: str
+    pretrained: str | None
+    weight: float = 1.0
+    checkpoint: str | None = None
+
+
+def parse_clip_spec(text: str, checkpoint: str | None = None) -> ClipSpec:
+    """``"ViT-B-32:openai"``, ``"RN50:openai:0.5"``, ``"ViT-B-32"`` or ``"ViT-B-32::0.5"``."""
+    parts = text.split(":")
+    if not parts[0].strip() or len(parts) > 3:
+        raise UsageError(f"--clip {text!r}: {SPEC_HINT}")
+    weight = 1.0
+    if len(parts) == 3:
+        try:
+            weight = float(parts[2])
+        except ValueError:
+            raise UsageError(f"--clip {text!r}: weight {parts[2]!r} is not a number; {SPEC_HINT}") from None
+        if not math.isfinite(weight):
+            raise UsageError(f"--clip {text!r}: the weight must be a finite number")
+    pretrained = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
+    return ClipSpec(parts[0].strip(), pretrained, weight, checkpoint)
+
+
+def register_model_config(path: str | Path) -> str:
+    """Make a custom open_clip model-config JSON known to open_clip; returns its model name (the file stem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"CLIP model config {path} does not exist: check the path")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+class Perceptor(nn.Module):
+    """One CLIP model, frozen: encodes [0,1] images (at its input size) and texts to unit vectors."""
+
+    def __init__(self, model: nn.Module, spec: ClipSpec, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.spec = spec
+        size = model.visual.image_size
+        self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.tokenizer = open_clip.get_tokenizer(spec.model)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """[N,3,S,S] in [0,1] -> [N,D] unit vectors (float32); differentiable w.r.t. the images."""
+        normalized = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        return F.normalize(self.model.encode_image(normalized).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> Tensor:
+        tokens = self.tokenizer(texts).to(self.mean.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+
+def load_perceptors(specs: list[ClipSpec], device: torch.device) -> list[Perceptor]:
+    return [load_perceptor(spec, device) for spec in specs]
+
+
+def load_perceptor(spec: ClipSpec, device: torch.device) -> Perceptor:
+    """Build the model; load its weights from the local checkpoint, or from open_clip's hub by tag."""
+    _check_name(spec)
+    quick_gelu = spec.pretrained == "openai"  # OpenAI's weights were trained with QuickGELU
+    if spec.checkpoint:
+        model = _create(spec.model, None, quick_gelu)
+        _load_local(model, Path(spec.checkpoint))
+    elif spec.pretrained:
+        model = _download(spec, quick_gelu)
+    else:
+        logging.getLogger("artgen").warning("CLIP %s has no pretrained weights: using random weights", spec.model)
+        model = _create(spec.model, None, quick_gelu)
+    mean, std = _normalization(model, spec)
+    return Perceptor(model, spec, mean, std).to(device)
+
+
+def _check_name(spec: ClipSpec) -> None:
+    known = open_clip.list_models()
+    if spec.model not in known:
+        near = difflib.get_close_matches(spec.model, known, n=3)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise UsageError(f"unknown CLIP model {spec.model!r}: {hint}see open_clip.list_models() for all names")
+    if spec.pretrained and not spec.checkpoint:
+        tags = open_clip.list_pretrained_tags_by_model(spec.model)
+        if spec.pretrained not in tags:
+            raise UsageError(f"unknown pretrained tag {spec.pretrained!r} for CLIP {spec.model}: "
+                             f"choose one of {', '.join(tags) or '(none: give --clip-checkpoint)'}")
+
+
+def _create(name: str, pretrained: str | None, quick_gelu: bool) -> nn.Module:
+    quiet = logging.getLogger("root")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # open_clip logs a warning for every randomly initialised model
+    try:
+        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu)
+    finally:
+        quiet.setLevel(level)
+
+
+def _download(spec: ClipSpec, quick_gelu: bool) -> nn.Module:
+    try:
+        return _create(spec.model, spec.pretrained, quick_gelu)
+    except Exception as error:  # open_clip and huggingface_hub raise many types for a failed download
+        if _is_network_error(error):
+            raise UserError(f"cannot download CLIP {spec.model}:{spec.pretrained} ({type(error).__name__}): download "
+                            "it on a machine with internet and pass --clip-checkpoint PATH") from None
+        raise
+
+
+def _is_network_error(error: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(error)}
+    return bool(names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "URLError",
+                         "HfHubHTTPError", "ConnectError", "Timeout", "TimeoutError", "gaierror",
+                         "MaxRetryError", "NameResolutionError", "ReadTimeout", "ConnectTimeout"})
+
+
+def _chain(error: BaseException | None):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _load_local(model: nn.Module, path: Path) -> None:
+    """Load an open_clip/OpenAI state dict (``.pt``, ``.bin`` or ``.safetensors``) with shape checks."""
+    state = _read_state(path)
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise UserError(f"CLIP checkpoint {path} lacks {key}: it is not a {model.__class__.__name__} of this "
+                            "architecture; give the --clip name it was made for")
+        if state[key].shape != tensor.shape:
+            raise UserError(f"CLIP checkpoint {path} does not match the model: {key} has shape "
+                            f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}; "
+                            "give the --clip name it was made for")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected})
+
+
+def _read_state(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif _is_torchscript(path):
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise UserError(f"CLIP checkpoint {path} contains pickled code; refusing to load it: "
+                            "use a plain state-dict or .safetensors file") from None
+        raise UserError(f"CLIP checkpoint {path} is unreadable or truncated ({type(error).__name__}): "
+                        "download it again") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(f"CLIP checkpoint {path} is not a state dict of tensors: give an open_clip checkpoint")
+    return {k.removeprefix("module."): v for k, v in state.items() if k not in OPENAI_ONLY_KEYS}
+
+
+def _is_torchscript(path: Path) -> bool:
+    """OpenAI's original CLIP files are TorchScript archives (a zip with a code/ folder)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _normalization(model: nn.Module, spec: ClipSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the weights were trained with: from the pretrained tag, else the model's config."""
+    if spec.pretrained:
+        config = open_clip.get_pretrained_cfg(spec.model, spec.pretrained)
+        if config.get("mean") and config.get("std"):
+            return tuple(config["mean"]), tuple(config["std"])
+    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
+    return (tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)))

@@ -1,0 +1,66 @@
+import torch
+
+from artgen.cutouts import CutoutSettings, MakeCutouts, overview_cutouts
+
+PLAIN = CutoutSettings(cutn=8, flip=False, affine=False, perspective=False, jitter=False, noise=0.0)
+
+
+def test_shape_range_and_gradient():
+    image = torch.rand(2, 3, 40, 56, requires_grad=True)
+    cuts = MakeCutouts(16, CutoutSettings(cutn=5))(image)
+    assert cuts.shape == (10, 3, 16, 16)
+    cuts.sum().backward()
+    assert image.grad.abs().sum() > 0
+
+
+def test_constant_image_gives_constant_cutouts():
+    image = torch.full((1, 3, 30, 30), 0.25)
+    image[:, 1] = 0.75
+    cuts = MakeCutouts(12, PLAIN)(image)
+    assert torch.allclose(cuts[:, 0], torch.full_like(cuts[:, 0], 0.25), atol=1e-6)
+    assert torch.allclose(cuts[:, 1], torch.full_like(cuts[:, 1], 0.75), atol=1e-6)
+
+
+def test_huge_cut_pow_gives_whole_image_views():
+    image = torch.rand(1, 3, 24, 24)
+    cuts = MakeCutouts(24, CutoutSettings(cutn=4, cut_pow=1e-6, flip=False, affine=False, perspective=False,
+                                          jitter=False, noise=0.0))(image)
+    assert torch.allclose(cuts, image.expand(4, -1, -1, -1), atol=1e-5)
+
+
+def test_cuts_are_image_major():
+    image = torch.stack([torch.zeros(3, 20, 20), torch.ones(3, 20, 20)])
+    cuts = MakeCutouts(8, PLAIN)(image)
+    assert torch.all(cuts[:8] == 0) and torch.all(cuts[8:] == 1)
+
+
+def test_same_seed_same_cutouts_and_augments_change_things():
+    image = torch.rand(1, 3, 32, 32)
+    make = MakeCutouts(16, CutoutSettings(cutn=6))
+    torch.manual_seed(3)
+    first = make(image)
+    torch.manual_seed(3)
+    assert torch.equal(first, make(image))
+    torch.manual_seed(3)
+    plain = MakeCutouts(16, PLAIN.__class__(cutn=6, flip=False, affine=False, perspective=False, jitter=False,
+                                            noise=0.0))(image)
+    assert not torch.allclose(first, plain)
+
+
+def test_each_switch_changes_the_output():
+    image = torch.rand(1, 3, 32, 32)
+    torch.manual_seed(0)
+    base = MakeCutouts(16, PLAIN)(image)
+    for switch in ("flip", "affine", "perspective", "jitter"):
+        torch.manual_seed(0)
+        switched = MakeCutouts(16, CutoutSettings(**{**PLAIN.__dict__, switch: True}))(image)
+        assert not torch.allclose(base, switched), switch
+
+
+def test_overview_views_are_whole_and_mirrored():
+    image = torch.rand(2, 3, 16, 16)
+    views = overview_cutouts(image, 16, 3)
+    assert views.shape == (6, 3, 16, 16)
+    assert torch.allclose(views[0], image[0], atol=1e-5)
+    assert torch.allclose(views[1], image[0].flip(-1), atol=1e-5)
+    assert torch.allclose(views[3], image[1], atol=1e-5)
