@@ -18,11 +18,16 @@ from .errors import UserError
 from .settings import Settings, build_settings, field_types, flag, preset_description, preset_names
 
 SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt"}
+SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
 NOT_RECIPE = ("overwrite",)  # settings a reproduced run (--from) does not inherit
 
 
 def option_name(name: str) -> str:
     return "--" + SINGULAR_FLAGS.get(name, flag(name))
+
+
+def option_names(name: str) -> list[str]:
+    return [option_name(name)] + ([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])
 
 
 def settings_options(command):
@@ -39,7 +44,7 @@ def settings_options(command):
         else:
             kind = click.Choice(spec.metadata["choices"]) if "choices" in spec.metadata else (
                 int if "int" in text else float if "float" in text else str)
-            option = click.option(option_name(spec.name), spec.name, type=kind, default=None, help=help_text)
+            option = click.option(*option_names(spec.name), spec.name, type=kind, default=None, help=help_text)
         command = option(command)
     return command
 
@@ -76,7 +81,8 @@ def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None
         base = {k: v for k, v in read_metadata(from_image).get("settings", {}).items() if k not in NOT_RECIPE}
     settings = build_settings(preset, base, overrides)
     result = run_generate(settings, progress=not quiet)
-    click.echo(str(result.path))
+    for path in result.paths:
+        click.echo(str(path))
 
 
 @cli.command("show-settings")

@@ -90,7 +90,7 @@ def load_perceptors(specs: list[ClipSpec], device: torch.device) -> list[Percept
 
 def load_perceptor(spec: ClipSpec, device: torch.device) -> Perceptor:
     """Build the model; load its weights from the local checkpoint, or from open_clip's hub by tag."""
-    _check_name(spec)
+    check_spec(spec)
     quick_gelu = spec.pretrained == "openai"  # OpenAI's weights were trained with QuickGELU
     if spec.checkpoint:
         model = _create(spec.model, None, quick_gelu)
@@ -104,7 +104,8 @@ def load_perceptor(spec: ClipSpec, device: torch.device) -> Perceptor:
     return Perceptor(model, spec, mean, std).to(device)
 
 
-def _check_name(spec: ClipSpec) -> None:
+def check_spec(spec: ClipSpec) -> None:
+    """Refuse an unknown model name or pretrained tag before anything is loaded."""
     known = open_clip.list_models()
     if spec.model not in known:
         near = difflib.get_close_matches(spec.model, known, n=3)

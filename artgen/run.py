@@ -20,7 +20,7 @@ from .generators import generator_class
 from .loop import optimize
 from .objective import Objective, build_objective
 from .output import contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
-from .perceptor import load_perceptors, parse_clip_spec, register_model_config
+from .perceptor import check_spec, load_perceptors, parse_clip_spec, register_model_config
 from .settings import Settings, build_settings
 
 log = logging.getLogger("artgen")
@@ -82,6 +82,8 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
         register_model_config(config)
     specs = [parse_clip_spec(text, checkpoint)
              for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
+    for spec in specs:
+        check_spec(spec)
     if settings.candidates:
         return _candidates(settings, cls, load_perceptors(specs, device), device, progress)
     torch.manual_seed(settings.seed)

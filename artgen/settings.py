@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import UsageError
+from .prompts import parse_prompts
 
 DEFAULT_OUTPUT = "outputs/{prompt}-{seed}-{n}.png"
 OPTIMIZERS = ("adam", "adamw")
@@ -126,10 +127,16 @@ class Settings:
             raise UsageError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if self.noise_schedule not in NOISE_SCHEDULES:
             raise UsageError(f"unknown noise schedule {self.noise_schedule!r}: choose one of {', '.join(NOISE_SCHEDULES)}")
+        if self.noise_schedule == "linear" and self.diffusion_steps <= 20:
+            # the linear schedule scales its last beta by 1000/steps; at 20 steps or fewer it reaches 1
+            raise UsageError(f"--diffusion-steps {self.diffusion_steps} is too few for the linear noise schedule: "
+                             "use more than 20 (models are trained with 1000) or --noise-schedule cosine")
         if self.init not in INITS:
             raise UsageError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
         if not self.prompts and not self.image_prompts:
             raise UsageError('nothing to aim for: give a prompt (artgen generate "a red circle") or --image-prompt')
+        parse_prompts(self.prompts)  # syntax errors now, before any model is loaded
+        parse_prompts(self.image_prompts)
         if not self.clip:
             raise UsageError("no CLIP model: give at least one --clip NAME:PRETRAINED")
         if len(self.clip_checkpoint) > len(self.clip):

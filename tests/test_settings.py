@@ -50,6 +50,8 @@ def test_bad_presets(tmp_path, monkeypatch, preset, content, message):
     ("lr", 0.0, "--lr must be a positive number"),
     ("lr", float("nan"), "--lr must be a positive number"),
     ("optimizer", "sgd", "unknown optimizer"),
+    ("sampler", "euler", "unknown sampler 'euler'"),
+    ("diffusion_steps", 20, "too few for the linear noise schedule"),
 ])
 def test_bad_values(field, value, message):
     with pytest.raises(UsageError, match=message):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UsageError, UserError
 
 Denoised = dict[str, Tensor]
 Denoiser = Callable[[Tensor, Tensor], Denoised]
@@ -59,7 +59,7 @@ def _parse_counts(section_counts: str) -> list[int]:
     except ValueError:
         counts = []
     if not counts or any(c < 0 for c in counts):
-        raise UserError(f"bad timestep respacing {section_counts!r}: use a step count like '250', "
+        raise UsageError(f"bad timestep respacing {section_counts!r}: use a step count like '250', "
                         "per-section counts like '10,20,30', or 'ddimN'")
     return counts
 

@@ -1,0 +1,155 @@
+"""Whole runs on tiny models in the real formats: from Python and from the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import artgen
+from artgen.generators.vqgan import VQGANGenerator
+from artgen.loop import optimize
+from artgen.objective import build_objective
+from artgen.output import read_metadata
+from artgen.perceptor import load_perceptors, parse_clip_spec, register_model_config
+from artgen.settings import Settings
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def fixed_cut_loss(objective, image) -> float:
+    """The objective under one fixed draw of cutouts, so two images are compared on equal terms."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return objective(image).item()
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_loss_falls_during_a_vqgan_run(tiny_models, seed):
+    """A random tiny CLIP is nearly flat, so the fall is small; trained models come with the offline zoo."""
+    settings = Settings(**tiny_models.settings(steps=60, lr=0.3, cutn=16, aug_noise=0.0, seed=seed,
+                                               clip_guidance_scale=1.0)).validate()
+    register_model_config(settings.clip_config[0])
+    perceptors = load_perceptors([parse_clip_spec(settings.clip[0], settings.clip_checkpoint[0])], torch.device("cpu"))
+    torch.manual_seed(settings.seed)
+    generator = VQGANGenerator.from_settings(settings, torch.device("cpu"))
+    objective = build_objective(settings, perceptors, torch.device("cpu"))
+    before = fixed_cut_loss(objective, generator.snapshot())
+    steps = sum(1 for _ in optimize(generator, objective))
+    assert steps == 60
+    assert fixed_cut_loss(objective, generator.snapshot()) < before - 0.003
+
+
+@pytest.mark.parametrize("generator", ["vqgan", "diffusion"])
+def test_same_seed_gives_the_same_image_and_another_seed_does_not(tmp_path, tiny_models, generator):
+    run = lambda name, seed: artgen.generate(progress=False, **tiny_models.settings(
+        generator, seed=seed, output=str(tmp_path / name)))
+    first, again, other = run("a.png", 5), run("b.png", 5), run("c.png", 6)
+    assert np.array_equal(pixels(first.path), pixels(again.path))
+    assert not np.array_equal(pixels(first.path), pixels(other.path))
+    assert first.images.shape == (1, 3, 32, 32)
+
+
+def test_png_records_settings_and_from_reproduces_the_run(artgen, tiny_models):
+    result = artgen("generate", "a blue square:2", "--prompt", "sky:-0.5", *tiny_models.vqgan_flags,
+                    "--steps", "3", "--seed", "11", "-o", "first.png", "--quiet")
+    assert result.code == 0, result.err
+    assert result.out.strip() == "first.png"
+    recorded = read_metadata("first.png")["settings"]
+    assert recorded["prompts"] == ["a blue square:2", "sky:-0.5"] and recorded["seed"] == 11
+
+    shown = artgen("show-settings", "first.png")
+    assert shown.code == 0 and "seed: 11" in shown.out and "a blue square:2" in shown.out
+
+    again = artgen("generate", "--from", "first.png", "-o", "again.png", "--quiet")
+    assert again.code == 0, again.err
+    assert np.array_equal(pixels("first.png"), pixels("again.png"))
+    changed = artgen("generate", "--from", "first.png", "--seed", "12", "-o", "changed.png", "--quiet")
+    assert changed.code == 0 and read_metadata("changed.png")["settings"]["seed"] == 12
+
+
+def test_existing_output_is_kept_unless_overwrite(artgen, tiny_models):
+    flags = [*tiny_models.vqgan_flags, "--steps", "2", "-o", "out.png", "--quiet"]
+    assert artgen("generate", "x", *flags, "--seed", "1").code == 0
+    before = pixels("out.png")
+    refused = artgen("generate", "x", *flags, "--seed", "2")
+    assert refused.code == 1 and "already exists" in refused.err and "--overwrite" in refused.err
+    assert np.array_equal(pixels("out.png"), before)
+    assert artgen("generate", "x", *flags, "--seed", "2", "--overwrite").code == 0
+    assert not np.array_equal(pixels("out.png"), before)
+
+
+def test_save_every_writes_intermediate_frames(artgen, tiny_models):
+    result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "4", "--save-every", "2",
+                    "-o", "run/out.png", "--quiet")
+    assert result.code == 0, result.err
+    names = sorted(path.name for path in __import__("pathlib").Path("run").iterdir())
+    assert len(names) == 2 and "out.png" in names
+    step_file = next(name for name in names if name != "out.png")
+    assert read_metadata(f"run/{step_file}")["step"] == 2
+
+
+def test_ctrl_c_saves_the_current_image(artgen, tiny_models, monkeypatch):
+    import artgen.run as run_module
+
+    def interrupted_after_two(generator, objective):
+        for state in optimize(generator, objective):
+            yield state
+            if state.step == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "optimize", interrupted_after_two)
+    result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "10", "-o", "stopped.png", "--quiet")
+    assert result.code == 130
+    assert "interrupted after step 2 of 10" in result.err and "stopped.png" in result.err
+    assert read_metadata("stopped.png")["step"] == 2
+
+
+def test_batch_writes_one_numbered_file_per_image(artgen, tiny_models):
+    result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "2", "--batch", "2",
+                    "-o", "b.png", "--quiet")
+    assert result.code == 0, result.err
+    assert result.out.split() == ["b-1.png", "b-2.png"]
+    assert not np.array_equal(pixels("b-1.png"), pixels("b-2.png"))
+
+
+@pytest.mark.parametrize("generator", ["vqgan", "diffusion"])
+def test_candidates_keep_the_best_by_clip_score_and_write_a_contact_sheet(tmp_path, tiny_models, generator):
+    result = artgen.generate(progress=False, **tiny_models.settings(
+        generator, steps=2, candidates=3, keep=2, output=str(tmp_path / "c.png")))
+    assert [path.name for path in result.paths] == ["c-1.png", "c-2.png"]
+    sheet = read_metadata(result.contact_sheet)
+    assert sheet["scores"] == sorted(sheet["scores"], reverse=True) and len(sheet["scores"]) == 3
+    kept = [read_metadata(path)["clip_score"] for path in result.paths]
+    assert kept == sheet["scores"][:2] == result.scores
+    seeds = {read_metadata(path)["settings"]["seed"] for path in result.paths}
+    assert seeds <= {0, 1, 2} and len(seeds) == 2
+
+
+def test_init_image_and_image_prompt(artgen, tiny_models):
+    Image.fromarray(np.full((40, 50, 3), (200, 30, 30), np.uint8)).save("red.png")
+    result = artgen("generate", "--image-prompt", "red.png:0.5", "--init-image", "red.png",
+                    *tiny_models.vqgan_flags, "--steps", "2", "-o", "styled.png", "--quiet")
+    assert result.code == 0, result.err
+    assert pixels("styled.png").shape == (32, 32, 3)
+
+
+def test_size_that_the_vqgan_cannot_make_is_rounded_with_a_warning(artgen, tiny_models):
+    result = artgen("generate", "x", *tiny_models.vqgan_flags, "--width", "40", "--steps", "1",
+                    "-o", "r.png", "--quiet")
+    assert result.code == 0, result.err
+    assert "not a multiple of 16" in result.err and "32x32" in result.err
+    assert pixels("r.png").shape == (32, 32, 3)
+    assert read_metadata("r.png")["settings"]["width"] == 32
+
+
+def test_diffusion_from_the_command_line_with_init_image(artgen, tiny_models):
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save("grey.png")
+    result = artgen("generate", "a forest", *tiny_models.diffusion_flags, "--init-image", "grey.png",
+                    "--skip-steps", "2", "--init-scale", "10", "--sampler", "ddim", "-o", "d.png", "--quiet")
+    assert result.code == 0, result.err
+    assert read_metadata("d.png")["settings"]["generator"] == "diffusion"
