@@ -17,4 +17,11 @@ def generate(settings: "Settings | None" = None, preset: "str | None" = None, pr
     return run_generate(settings, preset=preset, progress=progress, **overrides)
 
 
-__all__ = ["Settings", "generate", "__version__"]
+def animate(settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
+    """Render a frame sequence (or stylize ``video_input``) and encode it; see artgen.animation.animate."""
+    from .animation import animate as run_animate
+
+    return run_animate(settings, preset=preset, progress=progress, **overrides)
+
+
+__all__ = ["Settings", "animate", "generate", "__version__"]

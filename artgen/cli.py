@@ -17,9 +17,10 @@ import yaml
 from .errors import UserError
 from .settings import Settings, build_settings, field_types, flag, preset_description, preset_names
 
-SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt"}
+SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt", "prompt_keyframes": "prompts"}
 SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
-NOT_RECIPE = ("overwrite",)  # settings a reproduced run (--from) does not inherit
+NOT_RECIPE = ("overwrite", "resume")  # settings a reproduced run (--from) does not inherit
+NO_FLAG = ("video_input",)  # set by a command's argument instead
 
 
 def option_name(name: str) -> str:
@@ -30,23 +31,27 @@ def option_names(name: str) -> list[str]:
     return [option_name(name)] + ([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])
 
 
-def settings_options(command):
-    """Add one click option per Settings field; every default is None so only given flags override."""
-    types = field_types()
-    for spec in reversed(dataclasses.fields(Settings)):
-        text = str(types[spec.name])
-        help_text = spec.metadata.get("help", "")
-        if "list" in text:
-            option = click.option(option_name(spec.name), spec.name, multiple=True, help=help_text + " (repeatable)")
-        elif "bool" in text:
-            option = click.option(f"{option_name(spec.name)}/--no-{flag(spec.name)}", spec.name, default=None,
-                                  help=help_text)
-        else:
-            kind = click.Choice(spec.metadata["choices"]) if "choices" in spec.metadata else (
-                int if "int" in text else float if "float" in text else str)
-            option = click.option(*option_names(spec.name), spec.name, type=kind, default=None, help=help_text)
-        command = option(command)
-    return command
+def settings_options(animation: bool):
+    """Add one click option per Settings field (animation fields only where asked); defaults are None so
+    only the flags given override."""
+    def decorate(command):
+        for spec in reversed(dataclasses.fields(Settings)):
+            if spec.name not in NO_FLAG and (animation or spec.metadata.get("scope") != "animation"):
+                command = _option(spec)(command)
+        return command
+    return decorate
+
+
+def _option(spec: dataclasses.Field):
+    text = str(field_types()[spec.name])
+    help_text = spec.metadata.get("help", "")
+    if "list" in text:
+        return click.option(option_name(spec.name), spec.name, multiple=True, help=help_text + " (repeatable)")
+    if "bool" in text:
+        return click.option(f"{option_name(spec.name)}/--no-{flag(spec.name)}", spec.name, default=None, help=help_text)
+    kind = click.Choice(spec.metadata["choices"]) if "choices" in spec.metadata else (
+        int if "int" in text else float if "float" in text else str)
+    return click.option(*option_names(spec.name), spec.name, type=kind, default=None, help=help_text)
 
 
 def given(params: dict[str, Any]) -> dict[str, Any]:
@@ -61,27 +66,79 @@ def cli(debug: bool) -> None:
     """artgen: optimization-based art with VQGAN+CLIP and CLIP-guided diffusion."""
 
 
-@cli.command()
-@click.argument("prompt", nargs=-1)
-@click.option("--preset", help="Preset name (see `artgen presets`) or YAML file; flags override it.")
-@click.option("--from", "from_image", type=click.Path(dir_okay=False),
-              help="Reproduce the run recorded in a PNG written by artgen; flags override it.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@settings_options
-def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool, **params: Any) -> None:
-    """Optimize an image toward PROMPT (text prompts, "text:weight:stop", joined with "|")."""
-    from .output import read_metadata
-    from .run import generate as run_generate
+def run_options(command):
+    """The options every rendering command shares besides the settings."""
+    command = click.option("--quiet", is_flag=True, help="No progress bars.")(command)
+    command = click.option("--from", "from_image", type=click.Path(dir_okay=False),
+                           help="Reuse the recipe recorded in a PNG written by artgen; flags override it.")(command)
+    command = click.option("--preset", help="Preset name (see `artgen presets`) or YAML file; flags override it.")(command)
+    return click.argument("prompt", nargs=-1)(command)
 
-    overrides = given(params)
+
+def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str | None, params: dict[str, Any],
+                  **fixed: Any) -> Settings:
+    """Defaults, then the recipe of --from, then the preset, then the flags (PROMPT arguments first)."""
+    from .output import read_metadata
+
+    overrides = given(params) | fixed
     if prompt:
         overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
     base = None
     if from_image:
         base = {k: v for k, v in read_metadata(from_image).get("settings", {}).items() if k not in NOT_RECIPE}
-    settings = build_settings(preset, base, overrides)
-    result = run_generate(settings, progress=not quiet)
+    return build_settings(preset, base, overrides)
+
+
+@cli.command()
+@run_options
+@settings_options(animation=False)
+def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool, **params: Any) -> None:
+    """Optimize an image toward PROMPT (text prompts, "text:weight:stop", joined with "|")."""
+    from .run import generate as run_generate
+
+    result = run_generate(settings_from(prompt, preset, from_image, params), progress=not quiet)
     for path in result.paths:
+        click.echo(str(path))
+
+
+@cli.command()
+@run_options
+@settings_options(animation=True)
+def animate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool, **params: Any) -> None:
+    """Render --frames N frames, each the previous one moved by the camera (--zoom, --angle, --translation-x/y)
+    and optimized toward PROMPT; writes a frames folder and an mp4."""
+    from .animation import animate as run_animate
+
+    result = run_animate(settings_from(prompt, preset, from_image, params), progress=not quiet)
+    click.echo(str(result.video))
+
+
+@cli.command("stylize-video")
+@click.argument("video", type=click.Path(dir_okay=False))
+@run_options
+@settings_options(animation=True)
+def stylize_video(video: str, prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool,
+                  **params: Any) -> None:
+    """Stylize each frame of VIDEO toward PROMPT, starting from that frame (optionally blended with the
+    previous output, --blend); writes a frames folder and an mp4 at the input's frame rate."""
+    from .animation import animate as run_animate
+
+    result = run_animate(settings_from(prompt, preset, from_image, params, video_input=video), progress=not quiet)
+    click.echo(str(result.video))
+
+
+@cli.command()
+@click.argument("frames_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Video path (default: FRAMES_DIR.mp4).")
+@click.option("--fps", type=float, help="Frame rate (default: the one recorded in the frames, else 12).")
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality.")
+@click.option("--gif", is_flag=True, help="Also write a gif.")
+@click.option("--overwrite", is_flag=True, help="Replace existing videos.")
+def encode(frames_dir: str, output: str | None, fps: float | None, crf: int, gif: bool, overwrite: bool) -> None:
+    """Assemble the frame_*.png files of FRAMES_DIR into an mp4 (and a gif)."""
+    from .animation import encode as run_encode
+
+    for path in run_encode(frames_dir, output, fps, crf, gif, overwrite):
         click.echo(str(path))
 
 

@@ -137,6 +137,12 @@ class Objective:
             total = total + weight * regularizer(image)
         return total
 
+    def with_prompt_weights(self, weights: list[float]) -> "Objective":
+        """The same objective with new prompt weights (in prompt order), e.g. while a keyed prompt fades in."""
+        targets = [dataclasses.replace(t, weights=torch.tensor(weights, dtype=t.weights.dtype, device=t.weights.device))
+                   for t in self.targets]
+        return Objective(targets, self.regularizers, self.clip_scale, self.plan)
+
     @torch.no_grad()
     def score(self, image: Tensor) -> Tensor:
         """How well each image of a batch matches the prompts (higher is better), for ranking candidates."""
@@ -150,9 +156,14 @@ def cutout_settings(settings: Settings) -> CutoutSettings:
                           jitter=settings.aug_jitter, noise=settings.aug_noise)
 
 
-def build_objective(settings: Settings, perceptors: list[Perceptor], device: torch.device) -> Objective:
-    """Embed every text and image prompt once per CLIP model and wire up the regularizers."""
-    texts = parse_prompts(settings.prompts)
+def build_objective(settings: Settings, perceptors: list[Perceptor], device: torch.device,
+                    texts: list[Prompt] | None = None) -> Objective:
+    """Embed every text and image prompt once per CLIP model and wire up the regularizers.
+
+    ``texts`` replaces the settings' text prompts (an animation passes its keyed prompts too); the prompt
+    order is the texts, then the image prompts.
+    """
+    texts = parse_prompts(settings.prompts) if texts is None else texts
     images = parse_prompts(settings.image_prompts)
     pictures = [load_image(p.text, "image prompt") for p in images]
     plan = CutPlan.from_settings(settings)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
@@ -38,12 +39,7 @@ def resolve_outputs(template: str, settings: Any, count: int = 1, overwrite: boo
     Several images (a batch, kept candidates) need ``{n}``; it is added before ``.png`` when the template
     has none. Without ``overwrite`` an existing file is refused here, before any work is done.
     """
-    first_prompt = (settings.prompts or settings.image_prompts or ["image"])[0].split("|")[0]
-    values = {
-        "prompt": slug(first_prompt.split(":")[0]), "seed": settings.seed, "generator": settings.generator,
-        "width": settings.width, "height": settings.height,
-        "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H%M%S"),
-    }
+    values = template_values(settings)
     if "{n" not in template:
         if count == 1:
             path = _check_png(Path(_fill(template, {**values, "n": 1})))
@@ -61,14 +57,30 @@ def resolve_outputs(template: str, settings: Any, count: int = 1, overwrite: boo
     raise UserError(f"no free file name for {template!r}: clean up the output folder")
 
 
-def _fill(template: str, values: dict[str, Any]) -> str:
+def template_values(settings: Any) -> dict[str, Any]:
+    """What output templates may name: {prompt} (the first prompt, file-name safe), {seed}, {generator}, ..."""
+    keyed = [part.split(":", 1)[-1] for part in getattr(settings, "prompt_keyframes", "").split("|") if part]
+    first_prompt = (settings.prompts or keyed or settings.image_prompts or ["image"])[0].split("|")[0]
+    return {
+        "prompt": slug(first_prompt.split(":")[0]), "seed": settings.seed, "generator": settings.generator,
+        "width": settings.width, "height": settings.height,
+        "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H%M%S"),
+    }
+
+
+def fill_template(template: str, settings: Any, option: str = "--frames-dir") -> str:
+    """A path template (such as --frames-dir) filled in from the settings."""
+    return _fill(template, template_values(settings), option)
+
+
+def _fill(template: str, values: dict[str, Any], option: str = "--output") -> str:
     try:
         return template.format(**values)
     except KeyError as error:
-        raise UsageError(f"--output {template!r}: unknown field {{{error.args[0]}}}; "
+        raise UsageError(f"{option} {template!r}: unknown field {{{error.args[0]}}}; "
                          f"use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}") from None
     except (ValueError, IndexError) as error:
-        raise UsageError(f"--output {template!r} is not a valid template ({error}): "
+        raise UsageError(f"{option} {template!r} is not a valid template ({error}): "
                          "write fields as {seed}, and double braces for a literal brace") from None
 
 
@@ -165,6 +177,13 @@ def pil_to_tensor(picture: Image.Image, size: tuple[int, int] | None = None) -> 
         picture = picture.resize(size, Image.LANCZOS)
     array = np.asarray(picture, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def fit_image(image: Tensor, width: int, height: int) -> Tensor:
+    """Resize an image tensor [N,3,H,W] to width x height when it differs (a start image for a generator)."""
+    if image.shape[-2:] == (height, width):
+        return image
+    return F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
 
 
 def contact_sheet(images: list[Tensor], labels: list[str], columns: int = 4) -> Image.Image:

@@ -123,7 +123,8 @@ def _create(name: str, pretrained: str | None, quick_gelu: bool) -> nn.Module:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # open_clip logs a warning for every randomly initialised model
     try:
-        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu)
+        with torch.random.fork_rng(devices=[]):  # initial weights must not use up the run's randomness
+            return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu)
     finally:
         quiet.setLevel(level)
 

@@ -20,7 +20,7 @@ from .generators import generator_class
 from .loop import optimize
 from .objective import Objective, build_objective
 from .output import contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
-from .perceptor import check_spec, load_perceptors, parse_clip_spec, register_model_config
+from .perceptor import ClipSpec, check_spec, load_perceptors, parse_clip_spec, register_model_config
 from .settings import Settings, build_settings
 
 log = logging.getLogger("artgen")
@@ -72,18 +72,9 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     """Run one optimization and write its PNGs: settings (or defaults), then a preset, then keyword overrides."""
     base = settings.to_dict() if settings is not None else None
     settings = with_seed(build_settings(preset, base, overrides))
-    device = resolve_device(settings.device)
-    cls = generator_class(settings.generator)
-    if settings.clip_guidance_scale is None:
-        settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
     count = settings.keep if settings.candidates else settings.batch
     ensure_writable(resolve_outputs(settings.output, settings, count, settings.overwrite)[0].parent)
-    for config in settings.clip_config:
-        register_model_config(config)
-    specs = [parse_clip_spec(text, checkpoint)
-             for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
-    for spec in specs:
-        check_spec(spec)
+    settings, device, cls, specs = prepare(settings)
     if settings.candidates:
         return _candidates(settings, cls, load_perceptors(specs, device), device, progress)
     torch.manual_seed(settings.seed)
@@ -96,6 +87,21 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     images = generator.snapshot().cpu()
     _save_all(images, paths, settings, generator.num_steps, loss)
     return Result(paths, images, settings, loss)
+
+
+def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[ClipSpec]]:
+    """Check what needs no model: the device, the generator name and the CLIP names; fill in the CLIP scale."""
+    device = resolve_device(settings.device)
+    cls = generator_class(settings.generator)
+    if settings.clip_guidance_scale is None:
+        settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
+    for config in settings.clip_config:
+        register_model_config(config)
+    specs = [parse_clip_spec(text, checkpoint)
+             for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
+    for spec in specs:
+        check_spec(spec)
+    return settings, device, cls, specs
 
 
 def _as_run(settings: Settings, generator: Any) -> Settings:

@@ -18,12 +18,17 @@ import yaml
 
 from .errors import UsageError
 from .prompts import parse_prompts
+from .schedules import parse_prompt_keyframes, parse_schedule
 
 DEFAULT_OUTPUT = "outputs/{prompt}-{seed}-{n}.png"
 OPTIMIZERS = ("adam", "adamw")
 INITS = ("random", "noise")
 NOISE_SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
+INTERPOLATIONS = ("linear", "step")
+BORDERS = ("reflect", "wrap")
+DEFAULT_FRAMES_DIR = "outputs/{prompt}-{seed}"
+ANIMATION = {"scope": "animation"}  # fields only `animate` and `stylize-video` take
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -69,6 +74,8 @@ class Settings:
     candidates: int = _opt(0, "Draw this many candidates one after another (seeds seed, seed+1, ...) and keep the "
                               "best by CLIP score (0: off).")
     keep: int = _opt(1, "How many of the --candidates to keep.")
+    init_weight: float = _opt(0.0, "VQGAN: weight of a pull of the codes back toward where they started (the init "
+                                   "image's).")
     # diffusion sampling
     diffusion_steps: int = _opt(1000, "Timesteps the diffusion model was trained with.")
     timestep_respacing: str | None = _opt(None, 'Sampling steps: "250", "ddim50", "50,100,..." (default: --steps).')
@@ -101,6 +108,35 @@ class Settings:
     output: str = _opt(DEFAULT_OUTPUT, "Output path template: {prompt} {seed} {n} {generator} {width} {height} {date} {time}.")
     save_every: int = _opt(0, "Also write an intermediate image every N steps (0: only the final one).")
     overwrite: bool = _opt(False, "Replace existing files instead of refusing.")
+    # animation and video input (artgen animate, artgen stylize-video)
+    frames: int = _opt(0, "animate: frames to render; stylize-video: at most this many input frames (0: all).",
+                       **ANIMATION)
+    prompt_keyframes: str = _opt("", 'Prompts by key frame, "0:a forest at dawn|60:a city at night" (added to '
+                                     "any --prompt).", **ANIMATION)
+    prompt_transition: int = _opt(0, "Frames over which a keyed prompt fades in as the previous fades out.",
+                                  **ANIMATION)
+    zoom: str = _opt("1.0", 'Zoom per frame, a schedule "0:(1.0), 50:(1.05)" (above 1 moves in).', **ANIMATION)
+    angle: str = _opt("0", "Rotation per frame in degrees, counter-clockwise (a schedule).", **ANIMATION)
+    translation_x: str = _opt("0", "Shift per frame in pixels, positive to the right (a schedule).", **ANIMATION)
+    translation_y: str = _opt("0", "Shift per frame in pixels, positive downward (a schedule).", **ANIMATION)
+    steps_per_frame: str = _opt("", "Steps for each frame after the first, a schedule (default: --steps).",
+                                **ANIMATION)
+    init_strength: str = _opt("0.5", "How much a frame keeps of its start image, 0-1, a schedule: diffusion skips "
+                                     "that share of its steps, VQGAN pulls its codes toward the start.", **ANIMATION)
+    interpolation: str = _opt("linear", "Between key frames: linear, or step (hold until the next key).",
+                              choices=INTERPOLATIONS, **ANIMATION)
+    border: str = _opt("reflect", "What the camera move shows beyond the edge.", choices=BORDERS, **ANIMATION)
+    video_input: str | None = _opt(None, "stylize-video: the input video.", **ANIMATION)
+    every_nth: int = _opt(1, "stylize-video: use every n-th input frame.", **ANIMATION)
+    blend: float = _opt(0.0, "stylize-video: share of the previous output frame mixed into each input frame, 0-1 "
+                             "(temporal coherence).", **ANIMATION)
+    frames_dir: str = _opt(DEFAULT_FRAMES_DIR, "Frames folder (frame_00001.png, ...); the video is written next "
+                                               "to it. Template fields as --output.", **ANIMATION)
+    fps: float | None = _opt(None, "Video frame rate (default 12; stylize-video: the input's).", **ANIMATION)
+    crf: int = _opt(18, "H.264 quality, 0 (lossless) to 51 (worst).", **ANIMATION)
+    gif: bool = _opt(False, "Also write a gif.", **ANIMATION)
+    resume: bool = _opt(False, "Continue the animation in the frames folder from its last complete frame.",
+                        **ANIMATION)
 
     def validate(self) -> "Settings":
         """Check values that need no model; raise UsageError naming the field and the fix."""
@@ -114,7 +150,7 @@ class Settings:
         for name in ("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise UsageError(f"--{flag(name)} must be a finite number")
-        for name in ("aug_noise", "save_every", "candidates", "skip_steps", "eta", "clamp_max"):
+        for name in ("aug_noise", "save_every", "candidates", "skip_steps", "eta", "clamp_max", "init_weight"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
         if self.candidates and self.keep > self.candidates:
@@ -133,10 +169,11 @@ class Settings:
                              "use more than 20 (models are trained with 1000) or --noise-schedule cosine")
         if self.init not in INITS:
             raise UsageError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
-        if not self.prompts and not self.image_prompts:
+        if not self.prompts and not self.image_prompts and not self.prompt_keyframes:
             raise UsageError('nothing to aim for: give a prompt (artgen generate "a red circle") or --image-prompt')
         parse_prompts(self.prompts)  # syntax errors now, before any model is loaded
         parse_prompts(self.image_prompts)
+        self._validate_animation()
         if not self.clip:
             raise UsageError("no CLIP model: give at least one --clip NAME:PRETRAINED")
         if len(self.clip_checkpoint) > len(self.clip):
@@ -144,6 +181,28 @@ class Settings:
         if (self.vqgan_config is None) != (self.vqgan_checkpoint is None):
             raise UsageError("--vqgan-config and --vqgan-checkpoint go together: give both local files or neither")
         return self
+
+    def _validate_animation(self) -> None:
+        for name in ("frames", "prompt_transition"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
+        if self.every_nth <= 0:
+            raise UsageError(f"--every-nth must be a positive integer, got {self.every_nth}")
+        if not 0 <= self.blend <= 1:
+            raise UsageError(f"--blend must be between 0 and 1, got {self.blend}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise UsageError(f"--fps must be a positive number, got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise UsageError(f"--crf must be between 0 and 51, got {self.crf}")
+        for name in ("zoom", "angle", "translation_x", "translation_y", "init_strength"):
+            parse_schedule(getattr(self, name), flag(name))
+        if self.steps_per_frame:
+            parse_schedule(self.steps_per_frame, "steps-per-frame")
+        if self.prompt_keyframes:
+            parse_prompt_keyframes(self.prompt_keyframes, self.prompt_transition)
+        for name, choices in (("interpolation", INTERPOLATIONS), ("border", BORDERS)):
+            if getattr(self, name) not in choices:
+                raise UsageError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,9 +10,7 @@ from PIL import Image
 import artgen
 from artgen.generators.vqgan import VQGANGenerator
 from artgen.loop import optimize
-from artgen.objective import build_objective
 from artgen.output import read_metadata
-from artgen.perceptor import load_perceptors, parse_clip_spec, register_model_config
 from artgen.settings import Settings
 
 
@@ -21,27 +19,19 @@ def pixels(path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def fixed_cut_loss(objective, image) -> float:
-    """The objective under one fixed draw of cutouts, so two images are compared on equal terms."""
-    torch.manual_seed(123)
-    with torch.no_grad():
-        return objective(image).item()
-
-
-@pytest.mark.parametrize("seed", [3, 5])
-def test_loss_falls_during_a_vqgan_run(tiny_models, seed):
-    """A random tiny CLIP is nearly flat, so the fall is small; trained models come with the offline zoo."""
-    settings = Settings(**tiny_models.settings(steps=60, lr=0.3, cutn=16, aug_noise=0.0, seed=seed,
-                                               clip_guidance_scale=1.0)).validate()
-    register_model_config(settings.clip_config[0])
-    perceptors = load_perceptors([parse_clip_spec(settings.clip[0], settings.clip_checkpoint[0])], torch.device("cpu"))
+def test_vqgan_loop_follows_the_gradient(tiny_models):
+    """The VQGAN generator, its straight-through codes and its optimizer under the real loop, asked for a
+    darker picture. A random tiny decoder can only get a little darker, but with a broken gradient the codes
+    would not move at all. (Whether a prompt steers the picture needs trained models.)"""
+    settings = Settings(**tiny_models.settings(steps=40, lr=0.2, seed=3)).validate()
     torch.manual_seed(settings.seed)
     generator = VQGANGenerator.from_settings(settings, torch.device("cpu"))
-    objective = build_objective(settings, perceptors, torch.device("cpu"))
-    before = fixed_cut_loss(objective, generator.snapshot())
-    steps = sum(1 for _ in optimize(generator, objective))
-    assert steps == 60
-    assert fixed_cut_loss(objective, generator.snapshot()) < before - 0.003
+    start = generator.z.detach().clone()
+    losses = [state.loss.item() for state in optimize(generator, lambda image, progress: image.mean())]
+    assert len(losses) == 40
+    assert min(losses) < losses[0] - 0.005
+    assert not torch.equal(generator.z, start)
+    assert (generator.z >= generator.z_min).all() and (generator.z <= generator.z_max).all()
 
 
 @pytest.mark.parametrize("generator", ["vqgan", "diffusion"])

@@ -24,7 +24,15 @@ class Generator(Protocol):
     height: int
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device) -> "Generator": ...
+    def from_settings(cls, settings: Settings, device: torch.device, model: Any = None,
+                      init: Tensor | None = None) -> "Generator":
+        """Build from settings; reuse an already loaded ``model``; start from ``init`` ([N,3,H,W] in [0,1])."""
+        ...
+
+    @staticmethod
+    def continue_settings(settings: Settings, steps: int, strength: float) -> Settings:
+        """Settings for ``steps`` more steps from a start image, keeping ``strength`` (0-1) of it (animation)."""
+        ...
 
     def render(self) -> Tensor: ...
 

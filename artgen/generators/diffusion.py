@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..models import hub
 from ..models.diffusion import Diffusion, create_diffusion, ddim_step, ddpm_step, guided_denoise
 from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
-from ..output import cover_resize, load_image, pil_to_tensor
+from ..output import cover_resize, fit_image, load_image, pil_to_tensor
 from ..settings import Settings
 
 log = logging.getLogger("artgen")
@@ -60,6 +60,12 @@ def load_model(settings: Settings, device: torch.device) -> UNetModel:
     return load_unet(path, config, map_location=device)
 
 
+def sampling_diffusion(settings: Settings, learn_sigma: bool) -> Diffusion:
+    """The respaced diffusion the sampler walks: --timestep-respacing, else --steps evenly spaced steps."""
+    return create_diffusion(settings.diffusion_steps, settings.noise_schedule,
+                            settings.timestep_respacing or str(settings.steps), learn_sigma)
+
+
 def check_size(settings: Settings, config: UNetConfig) -> None:
     """Refuse sizes the UNet cannot make: each side must be a multiple of its downsampling factor."""
     factor = downsample_factor(config)
@@ -91,20 +97,30 @@ class DiffusionGenerator:
         self._render: tuple[Tensor, dict[str, Tensor], Tensor] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device,
-                      model: UNetModel | None = None) -> "DiffusionGenerator":
+    def from_settings(cls, settings: Settings, device: torch.device, model: UNetModel | None = None,
+                      init: Tensor | None = None) -> "DiffusionGenerator":
+        """Load the model (or reuse one); start from noise, or from ``init`` ([N,3,H,W] in [0,1]) or the init image."""
         config = unet_config(settings)
         check_size(settings, config)
-        diffusion = create_diffusion(settings.diffusion_steps, settings.noise_schedule,
-                                     settings.timestep_respacing or str(settings.steps), config.learn_sigma)
+        diffusion = sampling_diffusion(settings, config.learn_sigma)
         if settings.skip_steps >= diffusion.num_timesteps:
             raise UsageError(f"--skip-steps {settings.skip_steps} leaves nothing to do: it must be less than the "
                              f"{diffusion.num_timesteps} sampling steps")
-        init = None
-        if settings.init_image:
+        if init is None and settings.init_image:
             picture = cover_resize(load_image(settings.init_image, "init image"), settings.width, settings.height)
-            init = pil_to_tensor(picture).to(device).mul(2).sub(1).repeat(settings.batch, 1, 1, 1)
+            init = pil_to_tensor(picture)
+        if init is not None:
+            init = fit_image(init.to(device), settings.width, settings.height).mul(2).sub(1)
+            init = init.repeat(settings.batch // init.shape[0], 1, 1, 1)
         return cls(model if model is not None else load_model(settings, device), diffusion, settings, init, device)
+
+    @staticmethod
+    def continue_settings(settings: Settings, steps: int, strength: float) -> Settings:
+        """Settings for a run that starts from an image and keeps ``strength`` of it: that share of steps skipped."""
+        if steps != settings.steps:
+            settings = dataclasses.replace(settings, steps=steps, timestep_respacing=None)
+        total = sampling_diffusion(settings, learn_sigma=True).num_timesteps
+        return dataclasses.replace(settings, skip_steps=min(round(strength * total), total - 1))
 
     @staticmethod
     def _t(step: int, like: Tensor) -> Tensor:

@@ -6,12 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
-from ..output import cover_resize, load_image, pil_to_tensor
+from ..output import cover_resize, fit_image, load_image, pil_to_tensor
 from ..settings import Settings
 
 log = logging.getLogger("artgen")
@@ -46,6 +49,8 @@ class VQGANGenerator:
     def __init__(self, model: VQGAN, z: Tensor, settings: Settings) -> None:
         self.model = model
         self.z = z.detach().clone().requires_grad_(True)
+        self.z_start = z.detach().clone()
+        self.init_weight = settings.init_weight
         codebook = model.codebook
         self.z_min = codebook.min(dim=0).values[None, :, None, None]
         self.z_max = codebook.max(dim=0).values[None, :, None, None]
@@ -54,19 +59,27 @@ class VQGANGenerator:
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None) -> "VQGANGenerator":
-        """Load the model (or reuse one already loaded) and make the starting latent."""
+    def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None,
+                      init: Tensor | None = None) -> "VQGANGenerator":
+        """Load the model (or reuse one already loaded) and make the starting latent, from ``init`` if given."""
         if model is None:
             config, checkpoint = vqgan_files(settings)
             model = load_vqgan(config, checkpoint, map_location=device)
         width, height = fit_size(settings.width, settings.height, model.downsample_factor)
-        return cls(model, initial_latent(model, settings, width, height, device), settings)
+        return cls(model, initial_latent(model, settings, width, height, device, init), settings)
+
+    @staticmethod
+    def continue_settings(settings: Settings, steps: int, strength: float) -> Settings:
+        """Settings for a run that starts from an image and keeps ``strength`` of it (animation frames)."""
+        return dataclasses.replace(settings, steps=steps, init_weight=strength)
 
     def render(self) -> Tensor:
         z_q = vector_quantize(self.z, self.model.codebook)
         return self.model.decode(z_q).add(1).div(2)
 
     def step(self, loss: Tensor) -> None:
+        if self.init_weight:
+            loss = loss + self.init_weight * F.mse_loss(self.z, self.z_start)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -86,9 +99,12 @@ class VQGANGenerator:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, device: torch.device) -> Tensor:
-    """The starting z for each of the batch: the encoded init image, encoded pixel noise, or random codes."""
+def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, device: torch.device,
+                   init: Tensor | None = None) -> Tensor:
+    """The starting z for each of the batch: the encoded init (tensor or image), pixel noise, or random codes."""
     factor, batch = model.downsample_factor, settings.batch
+    if init is not None:
+        return encode(model, fit_image(init.to(device), width, height)).repeat(batch // init.shape[0], 1, 1, 1)
     if settings.init_image:
         picture = cover_resize(load_image(settings.init_image, "init image"), width, height)
         pixels = pil_to_tensor(picture).to(device)

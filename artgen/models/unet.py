@@ -366,7 +366,8 @@ def load_unet(path: str | Path, config: UNetConfig, map_location: str | torch.de
     """Load a guided-diffusion ``.pt`` into a frozen UNet in eval mode (half-precision torso if use_fp16)."""
     path = Path(path)
     state = _read_state_dict(path, map_location)
-    model = create_unet(config)
+    with torch.random.fork_rng(devices=[]):  # the throwaway initial weights must not use up the run's randomness
+        model = create_unet(config)
     _check_matches(path, state, model)
     model.load_state_dict(state)
     model.to(map_location).eval().requires_grad_(False)

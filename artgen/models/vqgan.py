@@ -328,7 +328,8 @@ def load_vqgan(config_path: str | Path, checkpoint_path: str | Path, map_locatio
     config_path, checkpoint_path = Path(config_path), Path(checkpoint_path)
     config = read_config(config_path)
     try:
-        model = VQGAN.from_config(config)
+        with torch.random.fork_rng(devices=[]):  # the throwaway initial weights must not use up the run's randomness
+            model = VQGAN.from_config(config)
     except UserError as error:
         raise UserError(f"{config_path}: {error}") from None
     checkpoint = read_checkpoint(checkpoint_path)

@@ -1,0 +1,314 @@
+"""Frame sequences: each frame starts from the previous one moved by a 2D camera, or from a video's frame.
+
+Every frame is its own short run of the one loop, seeded with ``seed + frame index`` and started from the
+previous frame as saved (8-bit), so a run stopped at any point and resumed from its frames folder gives the
+same frames as an uninterrupted one. Frames are written atomically; the video is assembled at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from . import video
+from .errors import RunInterrupted, UsageError, UserError
+from .loop import optimize
+from .objective import Objective, build_objective
+from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
+                     read_metadata, save_png)
+from .perceptor import load_perceptors
+from .prompts import parse_prompts
+from .run import prepare, with_seed
+from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
+from .settings import Settings, build_settings
+
+log = logging.getLogger("artgen")
+DEFAULT_FPS = 12.0
+# Settings that may change between a run and its --resume: they do not alter the frames already made.
+RESUMABLE = ("overwrite", "resume", "frames", "fps", "crf", "gif", "device")
+
+
+@dataclass
+class AnimationResult:
+    folder: Path
+    frames: list[Path]
+    video: Path
+    gif: Path | None
+    settings: Settings
+
+
+def warp(image: Tensor, zoom: float = 1.0, angle: float = 0.0, translate_x: float = 0.0,
+         translate_y: float = 0.0, border: str = "reflect") -> Tensor:
+    """Move the picture [N,3,H,W]: zoom about the centre, rotate counter-clockwise (degrees), shift (pixels).
+
+    Each output pixel samples the input where the inverse move takes it (bilinear); beyond the edge the
+    picture is mirrored (``reflect``) or repeated (``wrap``).
+    """
+    if zoom == 1 and angle == 0 and translate_x == 0 and translate_y == 0:
+        return image
+    if not zoom > 0:
+        raise UsageError(f"--zoom must stay positive, got {zoom}")
+    height, width = image.shape[-2:]
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    # inverse of "rotate counter-clockwise on screen (y down), then scale", in pixel units about the centre
+    inverse = torch.tensor([[cos, -sin], [sin, cos]], dtype=torch.float64) / zoom
+    to_pixels = torch.diag(torch.tensor([width / 2, height / 2], dtype=torch.float64))
+    matrix = torch.linalg.inv(to_pixels) @ inverse @ to_pixels
+    shift = -torch.linalg.inv(to_pixels) @ inverse @ torch.tensor([translate_x, translate_y], dtype=torch.float64)
+    theta = torch.cat([matrix, shift[:, None]], dim=1).to(image)[None].expand(image.shape[0], -1, -1)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    if border == "wrap":
+        grid = torch.remainder(grid + 1, 2) - 1
+    padding = "reflection" if border == "reflect" else "border"
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Every animated parameter's schedule, read once; ``at(frame)`` gives that frame's values."""
+
+    zoom: Schedule
+    angle: Schedule
+    translation_x: Schedule
+    translation_y: Schedule
+    strength: Schedule
+    steps: Schedule | None
+    interpolation: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings, frames: int) -> "FramePlan":
+        names = ("zoom", "angle", "translation_x", "translation_y", "init_strength")
+        schedules = {name: parse_schedule(getattr(settings, name), name.replace("_", "-")) for name in names}
+        steps = parse_schedule(settings.steps_per_frame, "steps-per-frame") if settings.steps_per_frame else None
+        for name, schedule in [*schedules.items(), ("steps_per_frame", steps)]:
+            if schedule is not None:
+                schedule.check_frames(frames, name.replace("_", "-"))
+        return cls(schedules["zoom"], schedules["angle"], schedules["translation_x"], schedules["translation_y"],
+                   schedules["init_strength"], steps, settings.interpolation)
+
+    def value(self, schedule: Schedule, frame: int) -> float:
+        return schedule.at(frame, self.interpolation)
+
+    def move(self, image: Tensor, frame: int, border: str) -> Tensor:
+        return warp(image, self.value(self.zoom, frame), self.value(self.angle, frame),
+                    self.value(self.translation_x, frame), self.value(self.translation_y, frame), border)
+
+    def steps_at(self, frame: int, default: int) -> int:
+        if self.steps is None:
+            return default
+        steps = round(self.value(self.steps, frame))
+        if steps < 1:
+            raise UsageError(f"--steps-per-frame gives {steps} steps at frame {frame}: keep it at 1 or more")
+        return steps
+
+    def strength_at(self, frame: int) -> float:
+        strength = self.value(self.strength, frame)
+        if not 0 <= strength <= 1:
+            raise UsageError(f"--init-strength gives {strength} at frame {frame}: keep it between 0 and 1")
+        return strength
+
+
+class PromptPlan:
+    """The run's text prompts (fixed ones, then keyed ones) and their weights at each frame."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.fixed = parse_prompts(settings.prompts)
+        self.keyed = (parse_prompt_keyframes(settings.prompt_keyframes, settings.prompt_transition)
+                      if settings.prompt_keyframes else None)
+        self.image_weights = [p.weight for p in parse_prompts(settings.image_prompts)]
+
+    @property
+    def texts(self) -> list:
+        return self.fixed + ([prompt for _, prompt in self.keyed.keys] if self.keyed else [])
+
+    def weights(self, frame: int) -> list[float]:
+        keyed = self.keyed.weights(frame) if self.keyed else []
+        return [p.weight for p in self.fixed] + keyed + self.image_weights
+
+
+def animate(settings: Settings | None = None, preset: str | None = None, progress: bool = True,
+            **overrides: Any) -> AnimationResult:
+    """Render a frame sequence (or stylize ``video_input``'s frames), then encode it as mp4 (and gif)."""
+    base = settings.to_dict() if settings is not None else None
+    settings = build_settings(preset, base, overrides)
+    if settings.batch != 1 or settings.candidates:
+        raise UsageError("animations draw one image per frame: use them without --batch and --candidates")
+    if not settings.video_input and settings.frames < 1:
+        raise UsageError("how many frames? give --frames N (1 or more)")
+    settings, device, cls, specs = prepare(_settle_seed(settings))
+    count = (video.count_frames(settings.video_input, settings.every_nth, settings.frames)
+             if settings.video_input else settings.frames)
+    plan = FramePlan.from_settings(settings, count)
+    prompts = PromptPlan(settings)
+    if prompts.keyed:
+        prompts.keyed.check_frames(count)
+    folder = Path(fill_template(settings.frames_dir, settings))
+    outputs = [folder.with_suffix(".mp4")] + ([folder.with_suffix(".gif")] if settings.gif else [])
+    start, previous = _claim_folder(folder, outputs, settings)
+    fps = settings.fps or (video.video_fps(settings.video_input) / settings.every_nth if settings.video_input
+                           else DEFAULT_FPS)
+    objective = build_objective(settings, load_perceptors(specs, device), device, prompts.texts)
+    frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
+    mp4 = video.write_mp4(frames, outputs[0], fps, settings.crf)
+    gif = video.write_gif(frames, outputs[1], fps) if settings.gif else None
+    return AnimationResult(folder, frames, mp4, gif, settings)
+
+
+def _settle_seed(settings: Settings) -> Settings:
+    """A resumed run needs the seed it started with; a new one gets a recorded random seed."""
+    if settings.resume and settings.seed is None:
+        if "{seed" in settings.frames_dir:
+            raise UsageError("--resume needs the --seed of the run to continue (its frames folder is named by it; "
+                             "`artgen show-settings FRAME.png` shows it)")
+        frames = video.frame_files(Path(fill_template(settings.frames_dir, settings)))
+        if frames:
+            return dataclasses.replace(settings, seed=read_metadata(frames[-1])["settings"]["seed"])
+    return with_seed(settings)
+
+
+def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tuple[int, Tensor | None]:
+    """Check the frames folder; returns the first frame to render and the frame before it (when resuming)."""
+    existing = video.frame_files(folder) if folder.is_dir() else []
+    if existing and settings.overwrite:
+        for path in existing:
+            path.unlink()
+        existing = []
+    elif existing and not settings.resume:
+        raise UserError(f"{folder} already holds {len(existing)} frames: pass --resume to continue that run, "
+                        "--overwrite to replace it, or choose another --frames-dir")
+    for path in outputs:
+        if path.exists() and not (settings.overwrite or settings.resume):
+            raise UserError(f"{path} already exists: pass --overwrite to replace it, or choose another --frames-dir")
+    ensure_writable(folder)
+    if not existing:
+        return 0, None
+    done = _complete_prefix(existing, folder)
+    last = done[-1] if done else None
+    if last is not None:
+        _check_same_recipe(read_metadata(last)["settings"], settings, folder)
+    log.info("resuming %s after frame %d", folder, len(done))
+    return len(done), (pil_to_tensor(load_image(last, "previous frame")) if last is not None else None)
+
+
+def _complete_prefix(existing: list[Path], folder: Path) -> list[Path]:
+    """frame_00001.png, frame_00002.png, ... up to the first one missing."""
+    done = []
+    for index, path in enumerate(sorted(existing)):
+        if path.name != frame_name(index):
+            break
+        done.append(path)
+    return done
+
+
+def _check_same_recipe(recorded: dict[str, Any], settings: Settings, folder: Path) -> None:
+    current = settings.to_dict()
+    for key in current:
+        if key not in RESUMABLE and recorded.get(key) != current[key]:
+            raise UserError(f"{folder} holds frames of another run ({key}: {recorded.get(key)!r} there, "
+                            f"{current[key]!r} now): resume with the same settings, or pass --overwrite")
+
+
+def frame_name(index: int) -> str:
+    return f"frame_{index + 1:05d}.png"
+
+
+def _render(settings: Settings, cls: type, device: torch.device, objective: Objective, plan: FramePlan,
+            prompts: PromptPlan, folder: Path, start: int, count: int, previous: Tensor | None,
+            progress: bool) -> list[Path]:
+    frames_bar = tqdm(total=count, initial=start, disable=not progress, desc="frames", unit="frame", position=0)
+    sources = _sources(settings, count)
+    model, index = None, start
+    try:
+        for index, source in enumerate(sources):
+            if index < start:
+                continue
+            torch.manual_seed(settings.seed + index)
+            one, init = _frame_start(settings, cls, plan, index, source, previous)
+            generator = cls.from_settings(one, device, model=model, init=init)
+            model = generator.model
+            loss = _run_frame(generator, objective.with_prompt_weights(prompts.weights(index)), progress)
+            metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
+                        "loss": loss}
+            path = save_png(generator.snapshot().cpu(), folder / frame_name(index), metadata)
+            previous = pil_to_tensor(load_image(path, "frame"))  # what a resumed run will start from
+            frames_bar.update(1)
+    except KeyboardInterrupt:
+        frames_bar.close()
+        raise RunInterrupted(f"interrupted at frame {index + 1} of {count}: the {index} complete frames are in "
+                             f"{folder}; continue with --resume") from None
+    frames_bar.close()
+    return video.frame_files(folder)[:count]
+
+
+def _sources(settings: Settings, count: int) -> Iterator[Tensor | None]:
+    """Each frame's input picture: the video's frames, or nothing (animate)."""
+    if not settings.video_input:
+        yield from [None] * count
+        return
+    for picture in video.read_frames(settings.video_input, settings.every_nth, settings.frames):
+        yield pil_to_tensor(cover_resize(picture, settings.width, settings.height))
+
+
+def _frame_start(settings: Settings, cls: type, plan: FramePlan, index: int, source: Tensor | None,
+                 previous: Tensor | None) -> tuple[Settings, Tensor | None]:
+    """The settings and start image of one frame."""
+    moved = plan.move(previous, index, settings.border) if previous is not None else None
+    if source is not None:
+        init = source
+        if moved is not None and settings.blend:
+            init = (1 - settings.blend) * source + settings.blend * fit_image(moved, *source.shape[-2:][::-1])
+    elif moved is not None:
+        init = moved
+    else:
+        return settings, None  # the first frame of an animation: the init image, or the generator's own start
+    steps = plan.steps_at(index, settings.steps)
+    return cls.continue_settings(settings, steps, plan.strength_at(index)), init
+
+
+def _run_frame(generator, objective: Objective, progress: bool) -> float | None:
+    loss = None
+    with tqdm(total=generator.num_steps, disable=not progress, desc="steps", unit="step", position=1,
+              leave=False) as bar:
+        for state in optimize(generator, objective):
+            bar.update(1)
+            if state.step == state.total:
+                loss = state.loss.item()
+    return None if loss is None or math.isnan(loss) else loss
+
+
+def encode(folder: str | Path, output: str | Path | None = None, fps: float | None = None, crf: int = 18,
+           gif: bool = False, overwrite: bool = False) -> list[Path]:
+    """Assemble a frames folder into ``FOLDER.mp4`` (and ``.gif``); fps defaults to the one recorded in the frames."""
+    folder = Path(folder)
+    frames = video.frame_files(folder) if folder.is_dir() else []
+    if not frames:
+        raise UserError(f"{folder} holds no frame_*.png files: give a frames folder written by artgen animate")
+    if fps is None:
+        recorded = _recorded_settings(frames[0])
+        fps = recorded.get("fps") or DEFAULT_FPS
+    mp4 = Path(output) if output else folder.with_suffix(".mp4")
+    targets = [mp4] + ([mp4.with_suffix(".gif")] if gif else [])
+    for path in targets:
+        if path.exists() and not overwrite:
+            raise UserError(f"{path} already exists: pass --overwrite to replace it, or give --output")
+    written = [video.write_mp4(frames, mp4, fps, crf)]
+    if gif:
+        written.append(video.write_gif(frames, targets[1], fps))
+    return written
+
+
+def _recorded_settings(frame: Path) -> dict[str, Any]:
+    try:
+        return read_metadata(frame).get("settings", {})
+    except UserError:
+        return {}
