@@ -28,7 +28,8 @@ from .output import (cover_resize, ensure_writable, fill_template, fit_image, lo
                      read_metadata, save_png)
 from .perceptor import load_perceptors
 from .prompts import parse_prompts
-from .run import prepare, with_seed
+from .run import diverged_message, explain_out_of_memory, prepare, with_seed
+from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .settings import Settings, build_settings
 
@@ -93,8 +94,14 @@ class FramePlan:
         for name, schedule in [*schedules.items(), ("steps_per_frame", steps)]:
             if schedule is not None:
                 schedule.check_frames(frames, name.replace("_", "-"))
-        return cls(schedules["zoom"], schedules["angle"], schedules["translation_x"], schedules["translation_y"],
+        plan = cls(schedules["zoom"], schedules["angle"], schedules["translation_x"], schedules["translation_y"],
                    schedules["init_strength"], steps, settings.interpolation)
+        for frame in range(frames):  # find a bad value now, not after hours of frames
+            plan.steps_at(frame, settings.steps)
+            plan.strength_at(frame)
+            if not plan.value(plan.zoom, frame) > 0:
+                raise UsageError(f"--zoom gives {plan.value(plan.zoom, frame)} at frame {frame}: keep it above 0")
+        return plan
 
     def value(self, schedule: Schedule, frame: int) -> float:
         return schedule.at(frame, self.interpolation)
@@ -157,10 +164,18 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
     start, previous = _claim_folder(folder, outputs, settings)
     fps = settings.fps or (video.video_fps(settings.video_input) / settings.every_nth if settings.video_input
                            else DEFAULT_FPS)
-    objective = build_objective(settings, load_perceptors(specs, device), device, prompts.texts)
-    frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
+    run_log = RunLog(settings, device)
+    with explain_out_of_memory(settings):
+        objective = build_objective(settings, load_perceptors(specs, device), device, prompts.texts)
+        run_log.mark("load")
+        frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
+    run_log.mark("frames")
     mp4 = video.write_mp4(frames, outputs[0], fps, settings.crf)
     gif = video.write_gif(frames, outputs[1], fps) if settings.gif else None
+    run_log.mark("encode")
+    run_log.write(folder.with_suffix(".log"), {
+        "frames": len(frames), "resumed_after": start, "video": str(mp4), "gif": str(gif) if gif else None,
+        "losses": [read_metadata(path).get("loss") for path in frames]})
     return AnimationResult(folder, frames, mp4, gif, settings)
 
 
@@ -179,6 +194,8 @@ def _settle_seed(settings: Settings) -> Settings:
 def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tuple[int, Tensor | None]:
     """Check the frames folder; returns the first frame to render and the frame before it (when resuming)."""
     existing = video.frame_files(folder) if folder.is_dir() else []
+    for stale in [*folder.glob(".frame_*.tmp"), *folder.parent.glob(f".{folder.name}.*.part.*")]:
+        stale.unlink()  # the temporary files of a run that was killed while writing
     if existing and settings.overwrite:
         for path in existing:
             path.unlink()
@@ -236,7 +253,7 @@ def _render(settings: Settings, cls: type, device: torch.device, objective: Obje
             one, init = _frame_start(settings, cls, plan, index, source, previous)
             generator = cls.from_settings(one, device, model=model, init=init)
             model = generator.model
-            loss = _run_frame(generator, objective.with_prompt_weights(prompts.weights(index)), progress)
+            loss = _run_frame(generator, objective.with_prompt_weights(prompts.weights(index)), settings, progress)
             metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
                         "loss": loss}
             path = save_png(generator.snapshot().cpu(), folder / frame_name(index), metadata)
@@ -275,15 +292,16 @@ def _frame_start(settings: Settings, cls: type, plan: FramePlan, index: int, sou
     return cls.continue_settings(settings, steps, plan.strength_at(index)), init
 
 
-def _run_frame(generator, objective: Objective, progress: bool) -> float | None:
-    loss = None
+def _run_frame(generator, objective: Objective, settings: Settings, progress: bool) -> float:
+    """One frame's steps under their own progress bar; a frame whose loss blew up is not saved."""
     with tqdm(total=generator.num_steps, disable=not progress, desc="steps", unit="step", position=1,
               leave=False) as bar:
         for state in optimize(generator, objective):
             bar.update(1)
-            if state.step == state.total:
-                loss = state.loss.item()
-    return None if loss is None or math.isnan(loss) else loss
+    loss = state.loss.item()
+    if not math.isfinite(loss):
+        raise UserError(diverged_message(settings, state.step, loss) + "; the frames before it are kept (--resume)")
+    return loss
 
 
 def encode(folder: str | Path, output: str | Path | None = None, fps: float | None = None, crf: int = 18,

@@ -68,7 +68,8 @@ def cli(debug: bool) -> None:
 
 def run_options(command):
     """The options every rendering command shares besides the settings."""
-    command = click.option("--quiet", is_flag=True, help="No progress bars.")(command)
+    command = click.option("--verbose", is_flag=True, help="Also report what is loaded, timings and files written.")(command)
+    command = click.option("--quiet", is_flag=True, help="No progress bars; only warnings and errors.")(command)
     command = click.option("--from", "from_image", type=click.Path(dir_okay=False),
                            help="Reuse the recipe recorded in a PNG written by artgen; flags override it.")(command)
     command = click.option("--preset", help="Preset name (see `artgen presets`) or YAML file; flags override it.")(command)
@@ -77,9 +78,14 @@ def run_options(command):
 
 def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str | None, params: dict[str, Any],
                   **fixed: Any) -> Settings:
-    """Defaults, then the recipe of --from, then the preset, then the flags (PROMPT arguments first)."""
+    """Defaults, then the recipe of --from, then the preset, then the flags (PROMPT arguments first).
+
+    Also applies --verbose (which is not a setting) to the log level.
+    """
     from .output import read_metadata
 
+    if params.pop("verbose", False):
+        logging.getLogger("artgen").setLevel(logging.INFO)
     overrides = given(params) | fixed
     if prompt:
         overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
@@ -92,7 +98,8 @@ def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str |
 @cli.command()
 @run_options
 @settings_options(animation=False)
-def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool, **params: Any) -> None:
+def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool,
+             **params: Any) -> None:
     """Optimize an image toward PROMPT (text prompts, "text:weight:stop", joined with "|")."""
     from .run import generate as run_generate
 
@@ -104,7 +111,8 @@ def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None
 @cli.command()
 @run_options
 @settings_options(animation=True)
-def animate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool, **params: Any) -> None:
+def animate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool,
+            **params: Any) -> None:
     """Render --frames N frames, each the previous one moved by the camera (--zoom, --angle, --translation-x/y)
     and optimized toward PROMPT; writes a frames folder and an mp4."""
     from .animation import animate as run_animate
@@ -167,14 +175,15 @@ def models() -> None:
 
 @models.command("list")
 def models_list() -> None:
-    """Known models, whether they are in the cache, and their size there."""
+    """Known models, whether they are in the cache (or bundled with artgen), and their size."""
     from .models import hub
 
     click.echo(f"{'name':28} {'kind':10} {'cached':7} size")
     for name, model in hub.KNOWN_MODELS.items():
         cached = hub.is_cached(name)
-        size = f"{hub.cached_size(name) / 2**20:.0f} MiB" if cached else "-"
-        click.echo(f"{name:28} {model.kind:10} {'yes' if cached else 'no':7} {size}")
+        size = f"{hub.cached_size(name) / 2**20:.1f} MiB" if cached else "-"
+        state = "bundled" if model.bundled else "yes" if cached else "no"
+        click.echo(f"{name:28} {model.kind:10} {state:7} {size}")
 
 
 @models.command("path")
@@ -202,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     logger = logging.getLogger("artgen")
     if not logger.handlers:
         logger.addHandler(_EchoHandler())
-        logger.setLevel(logging.INFO)
+        logger.propagate = False  # libraries may configure the root logger; say each thing once
+    logger.setLevel(logging.WARNING)
     try:
         code = cli.main(args=args, prog_name="artgen", standalone_mode=False)
     except click.exceptions.Abort:

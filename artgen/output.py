@@ -6,6 +6,7 @@ never leaves a half image under the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -114,23 +115,43 @@ def to_pil(image: Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
+class OutputTaken(UserError):
+    """The output file appeared while the run was working (another run took the name)."""
+
+
 def save_png(image: Tensor | Image.Image, path: Path, metadata: dict[str, Any], overwrite: bool = True) -> Path:
-    """Write a PNG with the metadata as JSON in a text chunk; atomic (temporary file, then rename)."""
+    """Write a PNG with the metadata as JSON in a text chunk, atomically: a temporary file, then a rename
+    (or, without ``overwrite``, a hard link that fails if the name was taken meanwhile)."""
     picture = image if isinstance(image, Image.Image) else to_pil(image)
     info = PngImagePlugin.PngInfo()
     info.add_text(METADATA_KEY, json.dumps({"artgen_version": __version__, **metadata}, sort_keys=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists: pass --overwrite to replace it")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        raise OutputTaken(f"{path} already exists: pass --overwrite to replace it")
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             picture.save(stream, format="PNG", pnginfo=info)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    except FileExistsError:
+        raise OutputTaken(f"{path} already exists: pass --overwrite to replace it") from None
+    except OSError as error:
+        raise UserError(write_error(path, error)) from None
+    finally:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def write_error(path: Path, error: OSError) -> str:
+    """One line for a failed write, naming a full disk when that is the cause."""
+    if error.errno == errno.ENOSPC:
+        return f"cannot write {path}: the disk is full; free some space and run again"
+    return f"cannot write {path} ({error.strerror or error}): check the folder and its permissions"
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

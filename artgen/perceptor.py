@@ -6,6 +6,7 @@ network and is read without running pickled code. Each model gets its own input 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import math
@@ -16,9 +17,11 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UsageError, UserError
+from .models.checkpoints import load_safely
 
 SPEC_HINT = 'write CLIP models as "name:pretrained:weight", e.g. "ViT-B-32:openai" or "RN50:openai:0.5"'
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata in OpenAI's files
@@ -49,6 +52,17 @@ def parse_clip_spec(text: str, checkpoint: str | None = None) -> ClipSpec:
             raise UsageError(f"--clip {text!r}: the weight must be a finite number")
     pretrained = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
     return ClipSpec(parts[0].strip(), pretrained, weight, checkpoint)
+
+
+def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
+    """A bundled CLIP (such as shapes-clip) named without a checkpoint: register its config, use its weights."""
+    from .models import hub
+
+    known = hub.KNOWN_MODELS.get(spec.model)
+    if known is None or known.kind != "clip" or spec.checkpoint:
+        return spec
+    register_model_config(hub.resolve(spec.model, "config"))
+    return dataclasses.replace(spec, checkpoint=str(hub.resolve(spec.model, "checkpoint")))
 
 
 def register_model_config(path: str | Path) -> str:
@@ -168,23 +182,20 @@ def _load_local(model: nn.Module, path: Path) -> None:
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        elif _is_torchscript(path):
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise UserError(f"CLIP checkpoint {path} contains pickled code; refusing to load it: "
-                            "use a plain state-dict or .safetensors file") from None
-        raise UserError(f"CLIP checkpoint {path} is unreadable or truncated ({type(error).__name__}): "
-                        "download it again") from None
+    """A state dict from .safetensors, a TorchScript archive (only its tensors are read), or a .pt/.bin."""
+    if path.suffix == ".safetensors" or _is_torchscript(path):
+        if not path.is_file():
+            raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+        try:
+            if path.suffix == ".safetensors":
+                state = load_file(str(path))
+            else:
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception as error:  # both libraries raise assorted types for damaged files
+            raise UserError(f"CLIP checkpoint {path} is unreadable or truncated ({type(error).__name__}): "
+                            "download it again") from None
+    else:
+        state = load_safely(path, "CLIP checkpoint", "check the --clip-checkpoint path")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 import logging
 import math
 import random
@@ -19,8 +21,10 @@ from .errors import RunInterrupted, UserError
 from .generators import generator_class
 from .loop import optimize
 from .objective import Objective, build_objective
-from .output import contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
-from .perceptor import ClipSpec, check_spec, load_perceptors, parse_clip_spec, register_model_config
+from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
+from .perceptor import (ClipSpec, check_spec, load_perceptors, parse_clip_spec, register_model_config,
+                        with_bundled_weights)
+from .runlog import RunLog
 from .settings import Settings, build_settings
 
 log = logging.getLogger("artgen")
@@ -75,18 +79,45 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     count = settings.keep if settings.candidates else settings.batch
     ensure_writable(resolve_outputs(settings.output, settings, count, settings.overwrite)[0].parent)
     settings, device, cls, specs = prepare(settings)
-    if settings.candidates:
-        return _candidates(settings, cls, load_perceptors(specs, device), device, progress)
+    run_log = RunLog(settings, device)
+    with explain_out_of_memory(settings):
+        if settings.candidates:
+            result = _candidates(settings, cls, load_perceptors(specs, device), device, progress)
+        else:
+            result = _single(settings, cls, specs, device, count, progress, run_log)
+    run_log.mark("save")
+    run_log.write(result.paths[0].with_suffix(".log"), {
+        "outputs": [str(p) for p in result.paths], "loss": result.loss, "scores": result.scores,
+        "contact_sheet": str(result.contact_sheet) if result.contact_sheet else None})
+    return result
+
+
+def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.device, count: int,
+            progress: bool, run_log: RunLog) -> Result:
     torch.manual_seed(settings.seed)
     generator = cls.from_settings(settings, device)
     settings = _as_run(settings, generator)
-    perceptors = load_perceptors(specs, device)
-    objective = build_objective(settings, perceptors, device)
+    objective = build_objective(settings, load_perceptors(specs, device), device)
+    run_log.mark("load")
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
     loss = _run_loop(generator, objective, settings, paths, progress)
+    run_log.mark("optimize")
     images = generator.snapshot().cpu()
-    _save_all(images, paths, settings, generator.num_steps, loss)
+    paths = _save_all(images, paths, settings, generator.num_steps, loss)
     return Result(paths, images, settings, loss)
+
+
+@contextmanager
+def explain_out_of_memory(settings: Settings) -> Iterator[None]:
+    """Turn CUDA running out of memory into one line with settings that need less."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        width, height, cutn = settings.width, settings.height, settings.cutn
+        raise UserError(f"out of GPU memory at {width}x{height}, --cutn {cutn}, --batch {settings.batch}: try a "
+                        f"smaller image (--width {width // 2} --height {height // 2}), fewer cutouts "
+                        f"(--cutn {max(1, cutn // 2)}), one CLIP model, or half precision for diffusion "
+                        "(--diffusion-fp16)") from None
 
 
 def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[ClipSpec]]:
@@ -97,7 +128,7 @@ def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[Clip
         settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
     for config in settings.clip_config:
         register_model_config(config)
-    specs = [parse_clip_spec(text, checkpoint)
+    specs = [with_bundled_weights(parse_clip_spec(text, checkpoint))
              for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
     for spec in specs:
         check_spec(spec)
@@ -127,8 +158,8 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
     kept = ranked[:settings.keep]
     paths = resolve_outputs(settings.output, kept[0][2], settings.keep, settings.overwrite)
-    for (score, image, one, loss), path in zip(kept, paths):
-        save_png(image, path, _metadata(one, one.steps, loss) | {"clip_score": score})
+    paths = [save_final(image, path, _metadata(one, one.steps, loss) | {"clip_score": score}, settings.overwrite)
+             for (score, image, one, loss), path in zip(kept, paths)]
     labels = [f"#{rank + 1} seed {one.seed}: {score:.3f}" for rank, (score, _, one, _) in enumerate(ranked)]
     sheet_path = paths[0].with_name(f"{paths[0].stem}.candidates.png")
     save_png(contact_sheet([image for _, image, _, _ in ranked], labels), sheet_path,
@@ -137,9 +168,25 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
                   [score for score, *_ in kept], sheet_path)
 
 
-def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> None:
-    for index, (image, path) in enumerate(zip(images, paths)):
-        save_png(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}))
+def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
+    return [save_final(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}),
+                       settings.overwrite)
+            for index, (image, path) in enumerate(zip(images, paths))]
+
+
+def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool) -> Path:
+    """Save without replacing a file that another run wrote meanwhile: take the next free name instead."""
+    try:
+        return save_png(image, path, metadata, overwrite=overwrite)
+    except OutputTaken:
+        for number in itertools.count(2):
+            fallback = path.with_name(f"{path.stem}-{number}{path.suffix}")
+            try:
+                saved = save_png(image, fallback, metadata, overwrite=False)
+            except OutputTaken:
+                continue
+            log.warning("%s was taken by another run meanwhile: saved this image as %s", path, saved)
+            return saved
 
 
 def _run_loop(generator, objective: Objective, settings: Settings, paths: list[Path], progress: bool) -> float:
@@ -147,11 +194,16 @@ def _run_loop(generator, objective: Objective, settings: Settings, paths: list[P
     bar = tqdm(total=generator.num_steps, disable=not progress, desc="generating", unit="step")
     loss = math.nan
     step = 0
+    good = (0, generator.state_dict())
     try:
         for state in optimize(generator, objective):
             step = state.step
             if step % LOSS_READ_EVERY == 0 or step == state.total:
                 loss = state.loss.item()
+                if not math.isfinite(loss):
+                    bar.close()
+                    _stop_diverged(generator, good, settings, paths, step, loss)
+                good = (step, generator.state_dict())
                 bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
             if settings.save_every and step % settings.save_every == 0 and step < state.total:
@@ -163,6 +215,22 @@ def _run_loop(generator, objective: Objective, settings: Settings, paths: list[P
                              f"saved the image so far to {paths[0]}") from None
     bar.close()
     return loss
+
+
+def _stop_diverged(generator, good: tuple[int, dict], settings: Settings, paths: list[Path], step: int,
+                   loss: float) -> None:
+    """Put back the last state with a finite loss, save its image, and stop with the likely causes."""
+    good_step, state = good
+    generator.load_state_dict(state)
+    saved = _save_all(generator.snapshot().cpu(), paths, settings, good_step, math.nan)
+    raise UserError(diverged_message(settings, step, loss) + f"; saved the image of step {good_step} to {saved[0]}")
+
+
+def diverged_message(settings: Settings, step: int, loss: float) -> str:
+    """Name what usually makes a run blow up, with the values this run used."""
+    return (f"the loss became {loss} at step {step}: the run diverged. Try a lower --lr (now {settings.lr}) or "
+            f"--clip-guidance-scale (now {settings.clip_guidance_scale}), or full precision "
+            f"(--no-diffusion-fp16 on CUDA)")
 
 
 def _metadata(settings: Settings, step: int, loss: float) -> dict[str, Any]:

@@ -159,27 +159,3 @@ def test_encode_assembles_a_frames_folder(artgen, tmp_path):
     assert iio.imread("x-src.mp4", plugin="FFMPEG", index=None).shape[0] == 3
     again = artgen("encode", "x-src")
     assert again.code == 1 and "already exists" in again.err
-
-
-@pytest.mark.parametrize("args, code, words", [
-    (["animate", "x", "--frames", "3", "--zoom", "0:(1), 1:(1.1"], 2, "position"),
-    (["animate", "x", "--frames", "3", "--zoom", "0:(1), 5:(2)"], 2, "beyond the last frame"),
-    (["animate", "x", "--frames", "3", "--angle", "2:(1), 1:(2)"], 2, "increasing order"),
-    (["animate", "x", "--frames", "3", "--prompts", "0:a|7:b"], 2, "beyond the last frame"),
-    (["animate", "x"], 2, "--frames"),
-    (["animate", "x", "--frames", "2", "--fps", "0"], 2, "--fps must be a positive number"),
-    (["animate", "x", "--frames", "2", "--blend", "2"], 2, "--blend"),
-    (["animate", "x", "--frames", "2", "--batch", "2"], 2, "without --batch"),
-    (["stylize-video", "missing.mp4", "x"], 1, "does not exist"),
-    (["stylize-video", "notes.txt", "x"], 1, "cannot read video"),
-    (["stylize-video", "empty.mp4", "x"], 1, "video"),
-    (["encode", "nowhere"], 1, "no frame_*.png"),
-])
-def test_bad_animation_input(artgen, tiny_models, args, code, words):
-    Path("notes.txt").write_text("not a video")
-    Path("empty.mp4").write_bytes(b"")
-    extra = [] if args[0] == "encode" else [*tiny_models.vqgan_flags, "--quiet"]
-    result = artgen(*args, *extra)
-    assert result.code == code, result.err
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("artgen: error:") and words in lines[0], result.err

@@ -73,6 +73,10 @@ def bad_files(tmp_path, tiny_models):
     Path("bad-preset.yaml").write_text("steps: [1,\n")
     Path("a-file").write_text("x")
     Path("unreadable.png").write_bytes(b"")
+    Path("empty.mp4").write_bytes(b"")
+    Path("clip.mp4").write_bytes(b"")
+    Path("list.yaml").write_text("- 1\n- 2\n")
+    Path("typo.yaml").write_text("stepz: 3\n")
     return tmp_path
 
 
@@ -117,6 +121,30 @@ BAD_INPUTS = [
     (["generate", "x", "{df}", "--timestep-respacing", "ddimx"], 2, "respacing"),
     (["generate", "x", "--candidates", "2", "--keep", "3"], 2, "--keep"),
     (["models", "path", "nope"], 2, "nope"),
+    (["animate", "x", "--frames", "3", "--zoom", "0:(1), 1:(1.1"], 2, "position"),
+    (["animate", "x", "--frames", "3", "--zoom", "0:(1), 5:(2)"], 2, "beyond the last frame"),
+    (["animate", "x", "--frames", "3", "--angle", "2:(1), 1:(2)"], 2, "increasing order"),
+    (["animate", "x", "--frames", "3", "--translation-x", "0:(left)"], 2, "'left' is not a number"),
+    (["animate", "x", "--frames", "3", "--init-strength", "0:(1.5)"], 2, "between 0 and 1"),
+    (["animate", "x", "--frames", "3", "--steps-per-frame", "0:(0)"], 2, "1 or more"),
+    (["animate", "x", "--frames", "3", "--prompts", "0:a|7:b"], 2, "beyond the last frame"),
+    (["animate", "--frames", "3", "--prompts", "a|7:b"], 2, "FRAME:prompt"),
+    (["animate", "x"], 2, "--frames"),
+    (["animate", "x", "--frames", "2", "--fps", "0"], 2, "--fps must be a positive number"),
+    (["animate", "x", "--frames", "2", "--fps", "-3"], 2, "--fps must be a positive number"),
+    (["animate", "x", "--frames", "2", "--blend", "2"], 2, "--blend"),
+    (["animate", "x", "--frames", "2", "--batch", "2"], 2, "without --batch"),
+    (["animate", "x", "--frames", "2", "--border", "zero"], 2, "'zero' is not one of"),
+    (["animate", "x", "--frames", "2", "--resume"], 2, "--resume needs the --seed"),
+    (["animate", "x", "--frames", "2", "--frames-dir", "out/{nope}"], 2, "unknown field {nope}"),
+    (["stylize-video", "missing.mp4", "x"], 1, "does not exist"),
+    (["stylize-video", "notes.txt", "x"], 1, "cannot read video"),
+    (["stylize-video", "empty.mp4", "x"], 1, "video"),
+    (["stylize-video", "clip.mp4", "x", "--every-nth", "0"], 2, "--every-nth"),
+    (["encode", "nowhere"], 1, "no frame_*.png"),
+    (["encode", "nowhere", "--fps", "0"], 1, "no frame_*.png"),
+    (["generate", "x", "--preset", "list.yaml"], 2, "must be a mapping"),
+    (["generate", "x", "--preset", "typo.yaml"], 2, "did you mean 'steps'"),
 ]
 
 
@@ -128,14 +156,14 @@ def expand(args: list[str], tiny_models) -> list[str]:
         elif arg == "{df}":
             out += tiny_models.diffusion_flags
         else:
-            out.append(arg.format(vqgan_config=tiny_models.vqgan_config,
-                                  vqgan_checkpoint=tiny_models.vqgan_checkpoint))
+            out.append(arg.replace("{vqgan_config}", str(tiny_models.vqgan_config))
+                       .replace("{vqgan_checkpoint}", str(tiny_models.vqgan_checkpoint)))
     return out
 
 
 @pytest.mark.parametrize("args, code, words", BAD_INPUTS, ids=[" ".join(a) for a, _, _ in BAD_INPUTS])
 def test_bad_input_gives_one_line_and_the_right_exit_code(artgen, bad_files, tiny_models, args, code, words):
-    result = artgen(*expand(args, tiny_models), *(["--quiet"] if args[0] == "generate" else []))
+    result = artgen(*expand(args, tiny_models), *(["--quiet"] if args[0] in ("generate", "animate", "stylize-video") else []))
     lines = [line for line in result.err.splitlines() if not line.startswith("artgen: warning")]
     assert result.code == code, result.err
     assert len(lines) == 1 and lines[0].startswith("artgen: error: "), result.err

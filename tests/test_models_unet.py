@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
+import os
 from pathlib import Path
 
 import pytest
@@ -40,18 +40,14 @@ def test_matches_reference_fixture() -> None:
     torch.testing.assert_close(output, io["output"], atol=1e-4, rtol=0)
 
 
-def test_tiny_forward_shape_attributes_and_speed() -> None:
+def test_tiny_forward_shape_and_attributes() -> None:
     model = randomize_(create_unet(tiny_unet_config())).eval()
     assert (model.in_channels, model.out_channels, model.image_size) == (3, 6, 32)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0, 999])
     with torch.no_grad():
-        model(x, t)  # warm-up
-        start = time.perf_counter()
         output = model(x, t)
-        elapsed = time.perf_counter() - start
     assert output.shape == (2, 6, 32, 32)
     assert torch.isfinite(output).all()
-    assert elapsed < 0.5  # typically ~25 ms; generous for a loaded 2-core machine
 
 
 def test_output_depends_on_timestep() -> None:
@@ -120,7 +116,7 @@ def test_class_conditional_model_takes_labels() -> None:
 
 
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="does not exist"):
         load_unet(tmp_path / "nope.pt", tiny_unet_config())
 
 
@@ -199,3 +195,17 @@ def test_forward_matches_reference(changes: dict) -> None:
     y = {"y": torch.tensor([3, 999])} if config.class_cond else {}
     with torch.no_grad():
         torch.testing.assert_close(ours(x, t, **y), theirs(x, t, **y), atol=1e-5, rtol=0)
+
+
+def test_checkpoint_with_pickled_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"input_blocks.0.0.weight": Payload()}, evil)
+    with pytest.raises(UserError, match="contains pickled code"):
+        load_unet(evil, tiny_unet_config())
+    assert not marker.exists()

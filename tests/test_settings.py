@@ -1,7 +1,9 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from artgen.errors import UsageError
-from artgen.settings import Settings, apply, build_settings, load_preset, preset_names
+from artgen.settings import Settings, apply, build_settings, field_names, load_preset, preset_names
 
 
 def test_bundled_presets_exist_and_build():
@@ -77,3 +79,17 @@ def test_apply_accepts_ints_for_floats_and_rejects_bools_for_ints():
 def test_every_preset_is_commented():
     for name in preset_names():
         assert load_preset(name)  # non-empty mapping
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True),
+                   st.text(max_size=20), st.lists(st.text(max_size=10), max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(field_names() + ["stepz", "zoomm"]), values, max_size=6))
+def test_any_mapping_of_settings_builds_or_raises_the_usage_error(mapping):
+    try:
+        built = build_settings(overrides={"prompts": ["x"], **mapping})
+    except UsageError:
+        return
+    assert isinstance(built, Settings)

@@ -31,7 +31,9 @@ def unet_config(settings: Settings) -> UNetConfig:
     """The UNet architecture: from --diffusion-config's YAML, else the known model's."""
     if settings.diffusion_config:
         return _config_from_file(Path(settings.diffusion_config))
-    hub.known_model(settings.diffusion_model, "diffusion")
+    known = hub.known_model(settings.diffusion_model, "diffusion")
+    if "config" in known.files:  # a model that carries its own config, such as the bundled one
+        return _config_from_file(hub.resolve(settings.diffusion_model, "config", kind="diffusion"))
     return KNOWN_CONFIGS[settings.diffusion_model]
 
 

@@ -1,8 +1,9 @@
-"""Known model files: names to URLs, a local cache, downloads with a progress bar.
+"""Known model files: names to URLs, a local cache, downloads with a progress bar; and the bundled models.
 
 Model code never downloads; it is handed local paths that this module resolves. The cache lives in
 ``$ARTGEN_HOME`` (default: the user cache folder, e.g. ``~/.cache/artgen``), one folder per model name, so a
-user without network can place the files there by hand, or pass local paths instead.
+user without network can place the files there by hand, or pass local paths instead. Bundled models
+(the tiny ``shapes-*`` models trained on synthetic scenes) ship inside the package and never download.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import platformdirs
@@ -26,16 +28,22 @@ class KnownFile:
     """One file of a known model: its name in the cache, where to get it, and its sha256 when recorded."""
 
     filename: str
-    url: str
+    url: str = ""
     sha256: str | None = None
 
 
 @dataclass(frozen=True)
 class KnownModel:
     name: str
-    kind: str                     # "vqgan" or "diffusion"
+    kind: str                     # "vqgan", "diffusion" or "clip"
     files: dict[str, KnownFile]   # role ("config", "checkpoint") -> file
     description: str = ""
+    bundled: bool = False         # shipped in artgen/zoo rather than downloaded
+
+
+def _bundled(name: str, kind: str, config: str, checkpoint: str, description: str) -> KnownModel:
+    files = {"config": KnownFile(f"{name}.{config}"), "checkpoint": KnownFile(f"{name}.{checkpoint}")}
+    return KnownModel(name, kind, files, description, bundled=True)
 
 
 def _heibox(share: str, config: str, checkpoint: str) -> dict[str, KnownFile]:
@@ -75,6 +83,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
                                         "resolve/main/512x512_diffusion_uncond_finetune_008100.pt",
                                         "9c111ab89e214862b76e1fa6a1b3f1d329b1a88281885943d2cdbe357ad57648")},
                "guided-diffusion 512 fine-tuned to be unconditional (as Disco Diffusion uses)"),
+    _bundled("shapes-vqgan", "vqgan", "yaml", "ckpt", "bundled: tiny VQGAN trained on synthetic shape scenes"),
+    _bundled("shapes-diffusion", "diffusion", "yaml", "pt", "bundled: tiny UNet trained on synthetic shape scenes"),
+    _bundled("shapes-clip", "clip", "json", "safetensors", "bundled: tiny CLIP trained on synthetic shape scenes"),
 ]}
 
 
@@ -93,8 +104,11 @@ def known_model(name: str, kind: str | None = None) -> KnownModel:
 
 
 def model_path(name: str, role: str) -> Path:
-    """Where a known model's file lives in the cache (whether or not it is there yet)."""
-    return home() / name / known_model(name).files[role].filename
+    """Where a known model's file lives: in the package when bundled, else in the cache (there or not yet)."""
+    model = known_model(name)
+    if model.bundled:
+        return Path(str(resources.files("artgen.zoo") / model.files[role].filename))
+    return home() / name / model.files[role].filename
 
 
 def is_cached(name: str) -> bool:
@@ -109,6 +123,8 @@ def resolve(name: str, role: str, kind: str | None = None) -> Path:
     """The local path of a known model's file, downloading it into the cache first when it is missing."""
     model = known_model(name, kind)
     path = model_path(name, role)
+    if not path.is_file() and model.bundled:
+        raise UserError(f"the bundled model file {path} is missing: reinstall artgen (pip install .)")
     if not path.is_file():
         download(model.files[role], path, f"{name} {role}")
     return path

@@ -9,8 +9,6 @@ images are supported, and gradient checkpointing is left out: inference is all a
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .checkpoints import load_safely
 
 NUM_CLASSES = 1000  # ImageNet labels, for class-conditional checkpoints
 
@@ -334,13 +333,8 @@ def create_unet(config: UNetConfig) -> UNetModel:
 
 
 def _read_state_dict(path: Path, map_location: str | torch.device) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise UserError(f"diffusion checkpoint {path} not found: check the path or download the model again")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UserError(f"diffusion checkpoint {path} is unreadable or truncated ({err.__class__.__name__}): "
-                        "download it again") from err
+    state = load_safely(path, "diffusion checkpoint", "check the path, or see `artgen models path`",
+                        map_location=map_location)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"{path} is not a guided-diffusion checkpoint (expected a flat state dict of tensors): "
                         "pass the .pt file of a guided-diffusion UNet")

@@ -7,8 +7,6 @@ training losses (``loss.*`` keys) are skipped.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import yaml
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .checkpoints import load_safely
 
 VQ_TARGETS = ("taming.models.vqgan.VQModel", "taming.models.vqgan.GumbelVQ")
 TRANSFORMER_TARGET = "taming.models.cond_transformer.Net2NetTransformer"
@@ -294,21 +293,8 @@ LIGHTNING_ALLOWLIST = [
 
 def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Unpickle a Lightning checkpoint with the weights-only loader and the minimal allowlist above."""
-    if not path.is_file():
-        raise UserError(f"VQGAN checkpoint {path} does not exist: check the path, or see `artgen models path`")
-    try:
-        with torch.serialization.safe_globals(LIGHTNING_ALLOWLIST):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        if "Unsupported global" in text or "weights_only" in text:
-            culprit = text.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in text else "an object"
-            raise UserError(f"VQGAN checkpoint {path} contains pickled code ({culprit}); refusing to load it: "
-                            "use a checkpoint from a trusted source") from None
-        raise UserError(f"VQGAN checkpoint {path} is damaged ({type(error).__name__}): download it again") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise UserError(f"VQGAN checkpoint {path} is unreadable or truncated ({type(error).__name__}): "
-                        "download it again") from None
+    return load_safely(path, "VQGAN checkpoint", "check the path, or see `artgen models path`",
+                       tuple(LIGHTNING_ALLOWLIST), map_location)
 
 
 def read_config(path: Path) -> dict[str, Any]:

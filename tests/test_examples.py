@@ -1,0 +1,25 @@
+"""The example recipes stay valid: each parses as a preset, and its schedules fit its frame count."""
+
+from pathlib import Path
+
+import pytest
+
+from artgen.animation import FramePlan, PromptPlan
+from artgen.settings import build_settings
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+
+
+def test_there_is_an_animation_recipe_per_generator():
+    assert {build_settings(str(path)).generator for path in EXAMPLES} >= {"vqgan", "diffusion"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_recipe_is_valid(path):
+    settings = build_settings(str(path))
+    assert settings.frames > 0
+    plan = FramePlan.from_settings(settings, settings.frames)
+    assert plan.strength_at(settings.frames - 1) <= 1
+    prompts = PromptPlan(settings)
+    prompts.keyed.check_frames(settings.frames)
+    assert len(prompts.weights(settings.frames - 1)) == len(prompts.texts)
