@@ -28,10 +28,11 @@ from .output import (cover_resize, ensure_writable, fill_template, fit_image, lo
                      read_metadata, save_png)
 from .perceptor import load_perceptors
 from .prompts import parse_prompts
-from .run import diverged_message, explain_out_of_memory, prepare, with_seed
+from .run import diverged_message, explain_out_of_memory, prepare, resolve_device, with_seed
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .settings import Settings, build_settings
+from .speed import precision_context
 
 log = logging.getLogger("artgen")
 DEFAULT_FPS = 12.0
@@ -166,7 +167,7 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
                            else DEFAULT_FPS)
     run_log = RunLog(settings, device)
     with explain_out_of_memory(settings):
-        objective = build_objective(settings, load_perceptors(specs, device), device, prompts.texts)
+        objective = build_objective(settings, load_perceptors(specs, device, settings.channels_last, settings.compile), device, prompts.texts)
         run_log.mark("load")
         frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
     run_log.mark("frames")
@@ -296,7 +297,8 @@ def _run_frame(generator, objective: Objective, settings: Settings, progress: bo
     """One frame's steps under their own progress bar; a frame whose loss blew up is not saved."""
     with tqdm(total=generator.num_steps, disable=not progress, desc="steps", unit="step", position=1,
               leave=False) as bar:
-        for state in optimize(generator, objective):
+        forward = precision_context(settings.precision, resolve_device(settings.device))
+        for state in optimize(generator, objective, forward_context=forward):
             bar.update(1)
     loss = state.loss.item()
     if not math.isfinite(loss):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from typing import ContextManager
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -19,13 +21,16 @@ class Progress:
     loss: Tensor
 
 
-def optimize(generator: Generator, objective: Callable[[Tensor, float], Tensor], start: int = 0) -> Iterator[Progress]:
+def optimize(generator: Generator, objective: Callable[[Tensor, float], Tensor], start: int = 0,
+             forward_context: Callable[[], ContextManager] = nullcontext) -> Iterator[Progress]:
     """Advance the generator from step ``start`` to its last step, yielding after each one.
 
     The objective gets the image and how far the run is (0 at the first step, below 1 at the last), for
-    losses that follow a schedule.
+    losses that follow a schedule. Rendering and scoring run inside ``forward_context()`` (e.g. autocast);
+    the step does not.
     """
     for step in range(start, generator.num_steps):
-        loss = objective(generator.render(), step / generator.num_steps)
-        generator.step(loss)
+        with forward_context():
+            loss = objective(generator.render(), step / generator.num_steps)
+        generator.step(loss.float())
         yield Progress(step + 1, generator.num_steps, loss.detach())

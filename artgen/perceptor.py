@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .errors import UsageError, UserError
 from .models.checkpoints import load_safely
+from .speed import maybe_compile, to_channels_last
 
 SPEC_HINT = 'write CLIP models as "name:pretrained:weight", e.g. "ViT-B-32:openai" or "RN50:openai:0.5"'
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata in OpenAI's files
@@ -77,9 +78,11 @@ def register_model_config(path: str | Path) -> str:
 class Perceptor(nn.Module):
     """One CLIP model, frozen: encodes [0,1] images (at its input size) and texts to unit vectors."""
 
-    def __init__(self, model: nn.Module, spec: ClipSpec, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, model: nn.Module, spec: ClipSpec, mean: tuple[float, ...], std: tuple[float, ...],
+                 channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model = to_channels_last(model.eval().requires_grad_(False), channels_last)
+        self._encode_image = maybe_compile(self.model.encode_image, compile, f"CLIP {spec.model}")
         self.spec = spec
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -90,7 +93,7 @@ class Perceptor(nn.Module):
     def encode_image(self, images: Tensor) -> Tensor:
         """[N,3,S,S] in [0,1] -> [N,D] unit vectors (float32); differentiable w.r.t. the images."""
         normalized = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        return F.normalize(self.model.encode_image(normalized).float(), dim=-1)
+        return F.normalize(self._encode_image(normalized).float(), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -98,11 +101,13 @@ class Perceptor(nn.Module):
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
-def load_perceptors(specs: list[ClipSpec], device: torch.device) -> list[Perceptor]:
-    return [load_perceptor(spec, device) for spec in specs]
+def load_perceptors(specs: list[ClipSpec], device: torch.device, channels_last: bool = False,
+                    compile: bool = False) -> list[Perceptor]:
+    return [load_perceptor(spec, device, channels_last, compile) for spec in specs]
 
 
-def load_perceptor(spec: ClipSpec, device: torch.device) -> Perceptor:
+def load_perceptor(spec: ClipSpec, device: torch.device, channels_last: bool = False,
+                   compile: bool = False) -> Perceptor:
     """Build the model; load its weights from the local checkpoint, or from open_clip's hub by tag."""
     check_spec(spec)
     quick_gelu = spec.pretrained == "openai"  # OpenAI's weights were trained with QuickGELU
@@ -115,7 +120,7 @@ def load_perceptor(spec: ClipSpec, device: torch.device) -> Perceptor:
         logging.getLogger("artgen").warning("CLIP %s has no pretrained weights: using random weights", spec.model)
         model = _create(spec.model, None, quick_gelu)
     mean, std = _normalization(model, spec)
-    return Perceptor(model, spec, mean, std).to(device)
+    return Perceptor(model, spec, mean, std, channels_last, compile).to(device)
 
 
 def check_spec(spec: ClipSpec) -> None:

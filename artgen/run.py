@@ -25,6 +25,7 @@ from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs
 from .perceptor import (ClipSpec, check_spec, load_perceptors, parse_clip_spec, register_model_config,
                         with_bundled_weights)
 from .runlog import RunLog
+from .speed import precision_context
 from .settings import Settings, build_settings
 
 log = logging.getLogger("artgen")
@@ -82,7 +83,7 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     run_log = RunLog(settings, device)
     with explain_out_of_memory(settings):
         if settings.candidates:
-            result = _candidates(settings, cls, load_perceptors(specs, device), device, progress)
+            result = _candidates(settings, cls, load_perceptors(specs, device, settings.channels_last, settings.compile), device, progress)
         else:
             result = _single(settings, cls, specs, device, count, progress, run_log)
     run_log.mark("save")
@@ -97,7 +98,7 @@ def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.
     torch.manual_seed(settings.seed)
     generator = cls.from_settings(settings, device)
     settings = _as_run(settings, generator)
-    objective = build_objective(settings, load_perceptors(specs, device), device)
+    objective = build_objective(settings, load_perceptors(specs, device, settings.channels_last, settings.compile), device)
     run_log.mark("load")
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
     loss = _run_loop(generator, objective, settings, paths, progress)
@@ -196,7 +197,8 @@ def _run_loop(generator, objective: Objective, settings: Settings, paths: list[P
     step = 0
     good = (0, generator.state_dict())
     try:
-        for state in optimize(generator, objective):
+        forward = precision_context(settings.precision, resolve_device(settings.device))
+        for state in optimize(generator, objective, forward_context=forward):
             step = state.step
             if step % LOSS_READ_EVERY == 0 or step == state.total:
                 loss = state.loss.item()

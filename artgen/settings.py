@@ -25,6 +25,7 @@ OPTIMIZERS = ("adam", "adamw")
 INITS = ("random", "noise")
 NOISE_SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
+PRECISIONS = ("fp32", "bf16", "fp16")
 INTERPOLATIONS = ("linear", "step")
 BORDERS = ("reflect", "wrap")
 DEFAULT_FRAMES_DIR = "outputs/{prompt}-{seed}"
@@ -104,6 +105,14 @@ class Settings:
     tv_scale: float = _opt(0.0, "Total-variation weight (smoothness).")
     range_scale: float = _opt(0.0, "Weight pulling pixel values back into [0,1].")
     sat_scale: float = _opt(0.0, "Saturation weight (positive mutes colours, negative boosts them).")
+    # speed and memory
+    precision: str = _opt("fp32", "Forward passes in full precision, or autocast to bf16/fp16 (faster on GPUs).",
+                          choices=PRECISIONS)
+    channels_last: bool = _opt(False, "Keep convolution inputs in channels-last memory (faster on recent GPUs).")
+    compile: bool = _opt(False, "torch.compile the CLIP image encoder and the generator's model (falls back to "
+                                "eager where compiling is unavailable).")
+    checkpointing: bool = _opt(False, "Gradient checkpointing of the VQGAN decoder / UNet: less memory for large "
+                                      "images, some extra time.")
     # output
     output: str = _opt(DEFAULT_OUTPUT, "Output path template: {prompt} {seed} {n} {generator} {width} {height} {date} {time}.")
     save_every: int = _opt(0, "Also write an intermediate image every N steps (0: only the final one).")
@@ -200,7 +209,7 @@ class Settings:
             parse_schedule(self.steps_per_frame, "steps-per-frame")
         if self.prompt_keyframes:
             parse_prompt_keyframes(self.prompt_keyframes, self.prompt_transition)
-        for name, choices in (("interpolation", INTERPOLATIONS), ("border", BORDERS)):
+        for name, choices in (("interpolation", INTERPOLATIONS), ("border", BORDERS), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 raise UsageError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
 

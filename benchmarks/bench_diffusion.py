@@ -1,45 +1,69 @@
-"""Seconds per CLIP-guided diffusion step and peak memory, random weights in the real architectures.
+"""CLIP-guided diffusion: seconds per guided step and peak memory, artgen against the plain baseline.
 
     .venv/bin/python benchmarks/bench_diffusion.py --cutn 16 32 --steps 2
 
 The UNet is guided-diffusion's 256x256_diffusion_uncond architecture (about 550M parameters), guided by an
-open_clip ViT-B-32, both with random weights: no download. Expect tens of seconds per step on a CPU.
+open_clip ViT-B-32, both with random weights: no download. Both variants share the UNet and the sampler
+step; the baseline scores with the notebooks' plain cutouts (one crop at a time, benchmarks/baseline.py)
+and reads the loss back every step. On CUDA the UNet runs in fp16 in both (as the notebooks do). Expect
+tens of seconds per step on a CPU. Appends the table to benchmarks/results/diffusion.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
+import open_clip
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_memory_mib, pick_device, print_table, time_steps  # noqa: E402
+from baseline import PlainCLIPLoss  # noqa: E402
+from common import peak_memory_mib, pick_device, print_table, time_steps, write_record  # noqa: E402
 
 from artgen.generators.diffusion import DiffusionGenerator  # noqa: E402
 from artgen.models.diffusion import create_diffusion  # noqa: E402
-from artgen.models.unet import KNOWN_CONFIGS, create_unet  # noqa: E402
+from artgen.models.unet import KNOWN_CONFIGS, UNetModel, create_unet  # noqa: E402
 from artgen.objective import build_objective  # noqa: E402
 from artgen.perceptor import ClipSpec, load_perceptor  # noqa: E402
 from artgen.settings import Settings  # noqa: E402
 
+PROMPT = "a lighthouse at dusk"
+SCALE = 5000.0
 
-def bench(model, cutn: int, clip: str, steps: int, device: torch.device) -> dict:
+
+def generator(model: UNetModel, cutn: int, device: torch.device) -> DiffusionGenerator:
     torch.manual_seed(0)
-    settings = Settings(prompts=["a lighthouse at dusk"], generator="diffusion", width=256, height=256, cutn=cutn,
-                        steps=250, clip_guidance_scale=5000.0).validate()
-    diffusion = create_diffusion(1000, "linear", "250", True)
-    generator = DiffusionGenerator(model, diffusion, settings, None, device)
-    perceptor = load_perceptor(ClipSpec(clip, None), device)
-    objective = build_objective(settings, [perceptor], device)
+    settings = Settings(prompts=[PROMPT], generator="diffusion", width=256, height=256, cutn=cutn, steps=250,
+                        clip_guidance_scale=SCALE).validate()
+    return DiffusionGenerator(model, create_diffusion(1000, "linear", "250", True), settings, None, device)
+
+
+def time_baseline(model: UNetModel, cutn: int, clip: str, steps: int, device: torch.device) -> tuple[float, float]:
+    sampler = generator(model, cutn, device)
+    clip_model = open_clip.create_model(clip, pretrained=None).to(device).eval().requires_grad_(False)
+    with torch.no_grad():
+        text = clip_model.encode_text(open_clip.get_tokenizer(clip)([PROMPT]).to(device)).float()
+    loss = PlainCLIPLoss(clip_model, text, clip_model.visual.image_size[0], cutn)
 
     def step() -> None:
-        generator.step(objective(generator.render(), 0.0))
+        value = SCALE * loss(sampler.render().clamp(0, 1))
+        sampler.step(value)
+        value.item()  # the notebooks print the loss every step
 
-    seconds = time_steps(step, steps, warmup=1, device=device)
-    return {"device": str(device), "model": "256x256_diffusion_uncond", "cutn": cutn, "clip": clip,
-            "s/step": f"{seconds:.2f}", "peak MiB": f"{peak_memory_mib(device):.0f}"}
+    return time_steps(step, steps, warmup=1, device=device), peak_memory_mib(device)
+
+
+def time_artgen(model: UNetModel, cutn: int, clip: str, steps: int, device: torch.device) -> tuple[float, float]:
+    sampler = generator(model, cutn, device)
+    objective = build_objective(sampler.settings, [load_perceptor(ClipSpec(clip, None), device)], device)
+
+    def step() -> None:
+        sampler.step(objective(sampler.render(), 0.0))
+
+    return time_steps(step, steps, warmup=1, device=device), peak_memory_mib(device)
 
 
 def main() -> None:
@@ -50,11 +74,21 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = pick_device(args.device)
-    config = KNOWN_CONFIGS["256x256_diffusion_uncond"]
-    model = create_unet(config).to(device).eval().requires_grad_(False)
+    model = create_unet(KNOWN_CONFIGS["256x256_diffusion_uncond"]).to(device).eval().requires_grad_(False)
     if device.type == "cuda":
         model.convert_to_fp16()
-    print_table([bench(model, cutn, args.clip, args.steps, device) for cutn in args.cutn])
+    rows = []
+    for cutn in args.cutn:
+        base_seconds, base_memory = time_baseline(model, cutn, args.clip, args.steps, device)
+        gc.collect()
+        seconds, memory = time_artgen(model, cutn, args.clip, args.steps, device)
+        gc.collect()
+        rows.append({"device": str(device), "model": "256x256_diffusion_uncond", "cutn": cutn, "clip": args.clip,
+                     "baseline s/step": round(base_seconds, 2), "baseline MiB": round(base_memory),
+                     "artgen s/step": round(seconds, 2), "artgen MiB": round(memory),
+                     "speed x": round(base_seconds / seconds, 2), "memory x": round(memory / base_memory, 2)})
+    print_table(rows)
+    print(f"recorded in {write_record('diffusion', rows)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from ..models.diffusion import Diffusion, create_diffusion, ddim_step, ddpm_step
 from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
 from ..output import cover_resize, fit_image, load_image, pil_to_tensor
 from ..settings import Settings
+from ..speed import maybe_compile, to_channels_last
 
 log = logging.getLogger("artgen")
 
@@ -84,6 +85,8 @@ class DiffusionGenerator:
     def __init__(self, model: UNetModel, diffusion: Diffusion, settings: Settings, init: Tensor | None,
                  device: torch.device) -> None:
         self.model, self.diffusion, self.settings = model, diffusion, settings
+        model.checkpointing = settings.checkpointing
+        self.unet = maybe_compile(to_channels_last(model, settings.channels_last), settings.compile, "the UNet")
         self.height, self.width = settings.height, settings.width
         start = diffusion.num_timesteps - 1 - settings.skip_steps
         self.timesteps = list(range(start, -1, -1))
@@ -129,7 +132,7 @@ class DiffusionGenerator:
         return torch.full((like.shape[0],), step, dtype=torch.long, device=like.device)
 
     def _model_output(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.model(x, self.diffusion.model_timesteps(t))
+        return self.unet(x, self.diffusion.model_timesteps(t))
 
     def render(self) -> Tensor:
         t = self._t(self.timesteps[self.index], self.x)

@@ -16,6 +16,7 @@ from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
 from ..output import cover_resize, fit_image, load_image, pil_to_tensor
 from ..settings import Settings
+from ..speed import maybe_compile, to_channels_last
 
 log = logging.getLogger("artgen")
 
@@ -57,6 +58,7 @@ class VQGANGenerator:
         self.optimizer = optimizer_for(settings.optimizer, [self.z], settings.lr)
         self.num_steps = settings.steps
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
+        self.decode = maybe_compile(model.decode, settings.compile, "the VQGAN decoder")
 
     @classmethod
     def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None,
@@ -65,6 +67,8 @@ class VQGANGenerator:
         if model is None:
             config, checkpoint = vqgan_files(settings)
             model = load_vqgan(config, checkpoint, map_location=device)
+        model.decoder.checkpointing = settings.checkpointing
+        model = to_channels_last(model, settings.channels_last)
         width, height = fit_size(settings.width, settings.height, model.downsample_factor)
         return cls(model, initial_latent(model, settings, width, height, device, init), settings)
 
@@ -75,7 +79,7 @@ class VQGANGenerator:
 
     def render(self) -> Tensor:
         z_q = vector_quantize(self.z, self.model.codebook)
-        return self.model.decode(z_q).add(1).div(2)
+        return self.decode(z_q).add(1).div(2)
 
     def step(self, loss: Tensor) -> None:
         if self.init_weight:

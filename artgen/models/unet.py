@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
 from .checkpoints import load_safely
@@ -228,6 +229,7 @@ class UNetModel(nn.Module):
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
+        self.checkpointing = config.use_checkpoint  # gradient checkpointing of every block
         self.config = config
         self.image_size = config.image_size
         self.in_channels = 3
@@ -319,12 +321,18 @@ class UNetModel(nn.Module):
         skips = []
         h = x.type(self.dtype)
         for block in self.input_blocks:
-            h = block(h, emb)
+            h = self._run(block, h, emb)
             skips.append(h)
-        h = self.middle_block(h, emb)
+        h = self._run(self.middle_block, h, emb)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h.type(x.dtype))
+
+    def _run(self, block: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
+        """A block, recomputed in the backward pass instead of kept in memory when checkpointing."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, h, emb, use_reentrant=False)
+        return block(h, emb)
 
 
 def create_unet(config: UNetConfig) -> UNetModel:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
 from .checkpoints import load_safely
@@ -171,13 +172,17 @@ class Decoder(nn.Module):
                 size *= 2
             stages.insert(0, stage)
         self.up = nn.ModuleList(stages)  # indexed by level, lowest resolution last, as taming stores it
+        self.checkpointing = False  # recompute each level in the backward pass instead of keeping it
         self.norm_out = normalize(channels)
         self.conv_out = nn.Conv2d(channels, out_ch, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z))
         for stage in reversed(self.up):
-            h = stage.run(h)
+            if self.checkpointing and torch.is_grad_enabled():
+                h = checkpoint(stage.run, h, use_reentrant=False)
+            else:
+                h = stage.run(h)
             if hasattr(stage, "upsample"):
                 h = stage.upsample(h)
         return self.conv_out(swish(self.norm_out(h)))
