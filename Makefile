@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
-PROMPT ?= a watercolor painting of a lighthouse at dusk
+PROMPT ?= a red star on a white background
 
 .PHONY: demo test install install-test clean
 
@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/artgen generate "$(PROMPT)" --preset fast
+	$(VENV)/bin/artgen generate "$(PROMPT)" --preset offline --seed 1
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

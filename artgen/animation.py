@@ -165,9 +165,11 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
     start, previous = _claim_folder(folder, outputs, settings)
     fps = settings.fps or (video.video_fps(settings.video_input) / settings.every_nth if settings.video_input
                            else DEFAULT_FPS)
+    settings = dataclasses.replace(settings, fps=fps)  # recorded in every frame, for `artgen encode`
     run_log = RunLog(settings, device)
     with explain_out_of_memory(settings):
-        objective = build_objective(settings, load_perceptors(specs, device, settings.channels_last, settings.compile), device, prompts.texts)
+        perceptors = load_perceptors(specs, device, settings.channels_last, settings.compile)
+        objective = build_objective(settings, perceptors, device, prompts.texts)
         run_log.mark("load")
         frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
     run_log.mark("frames")

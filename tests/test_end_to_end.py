@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -77,17 +79,16 @@ def test_save_every_writes_intermediate_frames(artgen, tiny_models):
     result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "4", "--save-every", "2",
                     "-o", "run/out.png", "--quiet")
     assert result.code == 0, result.err
-    names = sorted(path.name for path in __import__("pathlib").Path("run").iterdir())
-    assert len(names) == 2 and "out.png" in names
-    step_file = next(name for name in names if name != "out.png")
-    assert read_metadata(f"run/{step_file}")["step"] == 2
+    names = sorted(path.name for path in Path("run").iterdir())
+    assert names == ["out.log", "out.png", "out.step00002.png"]
+    assert read_metadata("run/out.step00002.png")["step"] == 2
 
 
 def test_ctrl_c_saves_the_current_image(artgen, tiny_models, monkeypatch):
     import artgen.run as run_module
 
-    def interrupted_after_two(generator, objective):
-        for state in optimize(generator, objective):
+    def interrupted_after_two(generator, objective, **options):
+        for state in optimize(generator, objective, **options):
             yield state
             if state.step == 2:
                 raise KeyboardInterrupt
