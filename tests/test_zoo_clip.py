@@ -1,0 +1,67 @@
+"""The shipped ``shapes-clip`` perceptor still knows colours and shapes, loaded exactly as artgen loads it.
+
+Why: the zoo files are trained once and committed; this guards against a stale or mismatched config, a
+broken float16 export, or a change in artgen's loading or normalization that would quietly blind it.
+Scenes come from a seed the training script never uses, so this is held-out accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from artgen.perceptor import ClipSpec, Perceptor, load_perceptor, register_model_config
+from artgen.scenes import SHAPE_COLOURS, SHAPES, make_dataset
+
+ZOO = Path(__file__).resolve().parents[1] / "artgen" / "zoo"
+HELD_OUT_SEED = 7  # training uses seed 0 and its own evaluation seed 1
+SCENES = 120
+
+
+@pytest.fixture(scope="module")
+def perceptor() -> Perceptor:
+    name = register_model_config(ZOO / "shapes-clip.json")
+    spec = ClipSpec(name, None, 1.0, str(ZOO / "shapes-clip.safetensors"))
+    return load_perceptor(spec, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def scenes() -> tuple[torch.Tensor, list[str], list[str]]:
+    """Held-out one-shape scenes as [N,3,64,64] in [0,1], with each one's colour and shape."""
+    data = list(make_dataset(SCENES, HELD_OUT_SEED, size=64, max_shapes=1))
+    images = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image, _, _ in data]).float() / 255
+    return images, [s.shapes[0].colour for _, _, s in data], [s.shapes[0].kind for _, _, s in data]
+
+
+def class_vectors(perceptor: Perceptor, attribute: str) -> torch.Tensor:
+    """A unit vector per colour (shape): "a {colour} {shape}" averaged over every shape (colour)."""
+    rows = []
+    for value in (SHAPE_COLOURS if attribute == "colour" else SHAPES):
+        prompts = ([f"a {value} {shape}" for shape in SHAPES] if attribute == "colour"
+                   else [f"a {colour} {value}" for colour in SHAPE_COLOURS])
+        rows.append(F.normalize(perceptor.encode_text(prompts).mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("attribute", ["colour", "shape"])
+def test_zero_shot_accuracy_on_held_out_scenes(perceptor, scenes, attribute: str) -> None:
+    images, colours, kinds = scenes
+    resized = F.interpolate(images, size=perceptor.input_size, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        guesses = (perceptor.encode_image(resized) @ class_vectors(perceptor, attribute).T).argmax(-1)
+    names = list(SHAPE_COLOURS) if attribute == "colour" else list(SHAPES)
+    truth = torch.tensor([names.index(v) for v in (colours if attribute == "colour" else kinds)])
+    accuracy = (guesses == truth).float().mean().item()
+    assert accuracy >= 0.9, f"{attribute} zero-shot accuracy {accuracy:.3f} on {SCENES} held-out scenes"
+
+
+def test_shipped_weights_are_small_float16() -> None:
+    from safetensors.torch import load_file
+
+    path = ZOO / "shapes-clip.safetensors"
+    assert path.stat().st_size <= 8 * 2**20
+    assert {t.dtype for t in load_file(str(path)).values() if t.is_floating_point()} == {torch.float16}

@@ -1,0 +1,128 @@
+"""Does a prompt steer the picture? Runs the offline presets on colour x shape prompts and reads the results
+with the CLIP-free checker; also the README's report table and the example grids.
+
+    .venv/bin/python tests/zoo_report.py --write    # all 24 prompts, both generators: README table + grids
+
+tests/test_offline_e2e.py runs a few prompts of the same measurement in the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from shape_checker import read  # noqa: E402
+
+import artgen  # noqa: E402
+from artgen.models import hub  # noqa: E402
+from artgen.output import contact_sheet, save_png  # noqa: E402
+from artgen.perceptor import register_model_config  # noqa: E402
+from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
+
+PRESETS = {"vqgan": "offline-vqgan", "diffusion": "offline"}
+ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
+START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
+
+
+@dataclass
+class HitRates:
+    colour: float
+    shape: float
+    images: list   # [3,H,W] tensors, in prompt order
+    readings: list  # (colour, shape) read from each image
+
+
+def random_clip_checkpoint(folder: Path) -> Path:
+    """shapes-clip's architecture with random weights: the control that must do clearly worse."""
+    register_model_config(hub.resolve("shapes-clip", "config"))
+    torch.manual_seed(0)
+    model = open_clip.create_model("shapes-clip", pretrained=None)
+    path = folder / "random-shapes-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def hit_rates(generator: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
+              seed: int = 0) -> HitRates:
+    """Generate one image per prompt with the offline preset; the share read as the asked colour / shape."""
+    extra = {"clip_checkpoint": [str(clip_checkpoint)]} if clip_checkpoint else {}
+    images, readings = [], []
+    for index, (colour, shape) in enumerate(prompts):
+        result = artgen.generate(preset=PRESETS[generator], prompts=[f"a {colour} {shape}"], seed=seed + index,
+                                 output=str(folder / f"{generator}-{index}-{clip_checkpoint is None}.png"),
+                                 overwrite=True, progress=False, **extra)
+        images.append(result.images[0])
+        readings.append(read(str(result.path)))
+    colour_hits = sum(reading[0] == colour for reading, (colour, _) in zip(readings, prompts))
+    shape_hits = sum(reading[1] == shape for reading, (_, shape) in zip(readings, prompts))
+    return HitRates(colour_hits / len(prompts), shape_hits / len(prompts), images, readings)
+
+
+def zoo_rows() -> list[str]:
+    rows = []
+    for name in ("shapes-clip", "shapes-vqgan", "shapes-diffusion"):
+        path = hub.model_path(name, "checkpoint").with_name(f"{name}.metrics.json")
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        size = hub.model_path(name, "checkpoint").stat().st_size / 2**20
+        rows.append(f"| `{name}` | {size:.1f} MiB | {summary(name, metrics)} |")
+    return rows
+
+
+def summary(name: str, metrics: dict) -> str:
+    if name == "shapes-clip":
+        accuracy = metrics.get("zero_shot_accuracy", {})
+        return (f"zero-shot colour {accuracy.get('colour_full', float('nan')):.0%}, "
+                f"shape {accuracy.get('shape_full', float('nan')):.0%} (held-out scenes)")
+    if name == "shapes-vqgan":
+        return f"reconstruction MSE {metrics.get('mse', float('nan')):.4f}, PSNR {metrics.get('psnr_db', float('nan')):.1f} dB"
+    samples = metrics.get("samples", {})
+    return (f"unguided samples read as scenes: {samples.get('scene_like_share', float('nan')):.0%} "
+            f"({samples.get('criterion', '')})")
+
+
+def report(folder: Path) -> str:
+    control = random_clip_checkpoint(folder)
+    lines = ["| model | size | quality |", "|---|---|---|", *zoo_rows(), "",
+             f"End to end, {len(ALL_PROMPTS)} prompts \"a COLOUR SHAPE\" (6 colours x 4 shapes), one image each, "
+             "read by the CLIP-free checker:", "",
+             "| generator | CLIP | colour hit rate | shape hit rate |", "|---|---|---|---|"]
+    for generator in PRESETS:
+        trained = hit_rates(generator, ALL_PROMPTS, folder)
+        random = hit_rates(generator, ALL_PROMPTS, folder, clip_checkpoint=control)
+        lines.append(f"| {generator} | shapes-clip | {trained.colour:.0%} | {trained.shape:.0%} |")
+        lines.append(f"| {generator} | random weights | {random.colour:.0%} | {random.shape:.0%} |")
+        labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
+        tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained.images]
+        save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{generator}-grid.png",
+                 {"prompts": labels})
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    text = re.sub(f"{re.escape(START)}.*{re.escape(END)}", f"{START}\n{table}\n{END}", text, flags=re.S)
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="update README.md and the example grids")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        table = report(Path(tmp))
+    print(table)
+    if args.write:
+        write_readme(table)
