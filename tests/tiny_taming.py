@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import yaml
+from tiny_unet import randomize_
 
 from artgen.models.vqgan import TRANSFORMER_TARGET, VQGAN
 
@@ -59,18 +60,7 @@ def transformer_config(first_stage: dict[str, Any]) -> dict[str, Any]:
 
 def random_vqgan(config: dict[str, Any], seed: int = 0) -> VQGAN:
     """Our VQGAN for a config, every parameter random (norm scales near 1) so no layer can hide."""
-    model = VQGAN.from_config(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.dim() > 1:
-                param.copy_(noise / param[0].numel() ** 0.5)
-            elif "norm" in name and name.endswith(".weight"):
-                param.copy_(1 + 0.1 * noise)
-            else:
-                param.copy_(0.1 * noise)
-    return model.eval()
+    return randomize_(VQGAN.from_config(config), seed).eval()
 
 
 def lightning_checkpoint(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, Any], types.ModuleType]:

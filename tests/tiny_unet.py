@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from artgen.models.unet import UNetConfig, UNetModel, create_unet
+from artgen.models.unet import UNetConfig, create_unet
 
 
 def tiny_unet_config() -> UNetConfig:
@@ -15,7 +15,7 @@ def tiny_unet_config() -> UNetConfig:
                       attention_resolutions="16", num_heads=4, num_head_channels=16)
 
 
-def randomize_(model: UNetModel, seed: int = 0) -> UNetModel:
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter random values, zero-initialised output layers included, so they cannot hide bugs.
 
     Weights get std 1/sqrt(fan_in) (outputs stay of order one), biases small offsets, norm scales 1 +- 0.1.
