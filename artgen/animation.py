@@ -212,7 +212,7 @@ def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tupl
     ensure_writable(folder)
     if not existing:
         return 0, None
-    done = _complete_prefix(existing, folder)
+    done = _complete_prefix(existing)
     last = done[-1] if done else None
     if last is not None:
         _check_same_recipe(read_metadata(last)["settings"], settings, folder)
@@ -220,7 +220,7 @@ def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tupl
     return len(done), (pil_to_tensor(load_image(last, "previous frame")) if last is not None else None)
 
 
-def _complete_prefix(existing: list[Path], folder: Path) -> list[Path]:
+def _complete_prefix(existing: list[Path]) -> list[Path]:
     """frame_00001.png, frame_00002.png, ... up to the first one missing."""
     done = []
     for index, path in enumerate(sorted(existing)):

@@ -178,6 +178,8 @@ class Settings:
                              "use more than 20 (models are trained with 1000) or --noise-schedule cosine")
         if self.init not in INITS:
             raise UsageError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if not self.prompts and not self.image_prompts and not self.prompt_keyframes:
             raise UsageError('nothing to aim for: give a prompt (artgen generate "a red circle") or --image-prompt')
         parse_prompts(self.prompts)  # syntax errors now, before any model is loaded
@@ -209,7 +211,7 @@ class Settings:
             parse_schedule(self.steps_per_frame, "steps-per-frame")
         if self.prompt_keyframes:
             parse_prompt_keyframes(self.prompt_keyframes, self.prompt_transition)
-        for name, choices in (("interpolation", INTERPOLATIONS), ("border", BORDERS), ("precision", PRECISIONS)):
+        for name, choices in (("interpolation", INTERPOLATIONS), ("border", BORDERS)):
             if getattr(self, name) not in choices:
                 raise UsageError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
 

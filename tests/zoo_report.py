@@ -88,8 +88,9 @@ def summary(name: str, metrics: dict) -> str:
     if name == "shapes-vqgan":
         return f"reconstruction MSE {metrics.get('mse', float('nan')):.4f}, PSNR {metrics.get('psnr_db', float('nan')):.1f} dB"
     samples = metrics.get("samples", {})
-    return (f"unguided samples read as scenes: {samples.get('scene_like_share', float('nan')):.0%} "
-            f"({samples.get('criterion', '')})")
+    ddpm = samples.get("ddpm_100_steps", {})
+    return (f"unguided DDPM samples that are flat-coloured scenes: {ddpm.get('scene_like_share', float('nan')):.0%}; "
+            f"pixels on the scene palette: {ddpm.get('mean_palette_share', float('nan')):.0%} (real scenes 96%)")
 
 
 def report(folder: Path) -> str:
