@@ -13,6 +13,7 @@ from artgen.objective import build_objective
 from artgen.perceptor import load_perceptors
 from artgen.run import prepare
 from artgen.settings import build_settings
+from artgen.speed import precision_context
 from zoo_report import hit_rates, random_clip_checkpoint
 
 PROMPTS = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"), ("purple", "square"),
@@ -50,3 +51,20 @@ def test_vqgan_clip_loss_falls_over_a_short_run():
     after = fixed_cut_loss(objective, generator.snapshot())
     assert after < before * 0.9, (before, after)
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def final_loss(**fast) -> float:
+    settings, device, cls, specs = prepare(build_settings("offline-vqgan", overrides={
+        "prompts": ["a blue square"], "steps": 40, "seed": 2, **fast}))
+    objective = build_objective(settings, load_perceptors(specs, device), device)
+    torch.manual_seed(settings.seed)
+    generator = cls.from_settings(settings, device)
+    for _ in optimize(generator, objective, forward_context=precision_context(settings.precision, device)):
+        pass
+    return fixed_cut_loss(objective, generator.snapshot())
+
+
+def test_fast_settings_keep_the_final_loss_within_two_percent():
+    """The issue's quality bar for the fast paths, on the bundled models: same seed, final CLIP loss."""
+    reference = final_loss()
+    assert final_loss(precision="bf16", channels_last=True) == pytest.approx(reference, rel=0.02)
