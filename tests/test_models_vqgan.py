@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ def break_file(path: Path, how: str) -> None:
     if how == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif how == "garbage":
-        path.write_bytes(os.urandom(2000))
+        path.write_bytes(random.Random(how).randbytes(2000))
     elif how == "plain pickle":
         path.write_bytes(pickle.dumps({"state_dict": 1}))
 

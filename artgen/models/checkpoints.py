@@ -8,7 +8,6 @@ name (Lightning's callback classes, used as dict keys). Failures become one line
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,6 @@ def load_safely(path: Path, what: str, missing_fix: str, allow: tuple[type, ...]
             raise UserError(f"{what} {path} contains pickled code ({culprit}); refusing to load it: "
                             "use a file from a trusted source, or a plain state dict / .safetensors") from None
         raise UserError(f"{what} {path} is damaged ({type(error).__name__}): download it again") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except Exception as error:  # a damaged file can trip the unpickler in any way (IndexError, KeyError, ...)
         raise UserError(f"{what} {path} is unreadable or truncated ({type(error).__name__}): "
                         "download it again") from None
