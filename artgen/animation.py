@@ -26,9 +26,8 @@ from .loop import optimize
 from .objective import Objective, build_objective
 from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
                      read_metadata, save_png)
-from .perceptor import load_perceptors
 from .prompts import parse_prompts
-from .run import diverged_message, explain_out_of_memory, prepare, resolve_device, with_seed
+from .run import clip_models, diverged_message, explain_out_of_memory, prepare, resolve_device, with_seed
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .settings import Settings, build_settings
@@ -168,8 +167,7 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
     settings = dataclasses.replace(settings, fps=fps)  # recorded in every frame, for `artgen encode`
     run_log = RunLog(settings, device)
     with explain_out_of_memory(settings):
-        perceptors = load_perceptors(specs, device, settings.channels_last, settings.compile)
-        objective = build_objective(settings, perceptors, device, prompts.texts)
+        objective = build_objective(settings, clip_models(specs, device, settings), device, prompts.texts)
         run_log.mark("load")
         frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
     run_log.mark("frames")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 import logging
 import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,11 @@ from .generators import generator_class
 from .loop import optimize
 from .objective import Objective, build_objective
 from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
-from .perceptor import (ClipSpec, check_spec, load_perceptors, parse_clip_spec, register_model_config,
-                        with_bundled_weights)
+from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_clip_spec,
+                        register_model_config, with_bundled_weights)
 from .runlog import RunLog
-from .speed import precision_context
 from .settings import Settings, build_settings
+from .speed import precision_context
 
 log = logging.getLogger("artgen")
 LOSS_READ_EVERY = 5  # reading the loss forces a device sync; the progress bar does it only this often
@@ -83,7 +83,7 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     run_log = RunLog(settings, device)
     with explain_out_of_memory(settings):
         if settings.candidates:
-            result = _candidates(settings, cls, load_perceptors(specs, device, settings.channels_last, settings.compile), device, progress)
+            result = _candidates(settings, cls, clip_models(specs, device, settings), device, progress)
         else:
             result = _single(settings, cls, specs, device, count, progress, run_log)
     run_log.mark("save")
@@ -98,7 +98,7 @@ def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.
     torch.manual_seed(settings.seed)
     generator = cls.from_settings(settings, device)
     settings = _as_run(settings, generator)
-    objective = build_objective(settings, load_perceptors(specs, device, settings.channels_last, settings.compile), device)
+    objective = build_objective(settings, clip_models(specs, device, settings), device)
     run_log.mark("load")
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
     loss = _run_loop(generator, objective, settings, paths, progress)
@@ -134,6 +134,11 @@ def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[Clip
     for spec in specs:
         check_spec(spec)
     return settings, device, cls, specs
+
+
+def clip_models(specs: list[ClipSpec], device: torch.device, settings: Settings) -> list[Perceptor]:
+    """The CLIP models of the run, with its speed settings."""
+    return load_perceptors(specs, device, settings.channels_last, settings.compile)
 
 
 def _as_run(settings: Settings, generator: Any) -> Settings:
