@@ -66,7 +66,7 @@ NAME = "shapes-vqgan"
 # must carry "this is white" as spatial patterns, which it learns slowly, and colour comes last.
 DDCONFIG = {"double_z": False, "z_channels": 32, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
             "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0}
-EMBED_DIM, N_EMBED = 32, 256
+EMBED_DIM, N_EMBED = 32, 1024  # with 256, shape colours lost out to backgrounds and edges
 # Written into the .yaml for taming's sake: its trainer would build this loss (LPIPS + a patch discriminator
 # that starts late); our checkpoint carries no loss.* weights, which taming initializes fresh.
 LOSS_CONFIG = {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
@@ -88,6 +88,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--restart-every", type=int, default=100, help="steps between dead-code restarts")
     parser.add_argument("--eval-scenes", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0, help="seeds weights, batches, flips and code restarts")
+    parser.add_argument("--chroma-weight", type=float, default=4.0,
+                        help="extra L1 weight on colourful pixels (see chroma_weighted_l1); 1.5 was too little")
     parser.add_argument("--out", type=Path, default=REPO / "artgen" / "zoo")
     return parser.parse_args()
 
@@ -126,10 +128,30 @@ def restart_dead_codes(codebook: Tensor, counts: Tensor, z: Tensor, generator: t
     dead = (counts == 0).nonzero().squeeze(1)
     if dead.numel():
         flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        picks = torch.randperm(flat.shape[0], generator=generator)[: dead.numel()]
+        # Without replacement while the batch has enough vectors; a code that lands on a duplicate of another stays dead
+        # and is restarted again next time.
+        picks = torch.randperm(flat.shape[0], generator=generator).repeat(1 + dead.numel() // flat.shape[0])
+        picks = picks[: dead.numel()]
         with torch.no_grad():
             codebook[dead] = flat[picks]
     return dead.numel()
+
+
+def chroma_weighted_l1(y: Tensor, x: Tensor, weight: float) -> Tensor:
+    """L1 where a pixel counts 1 + weight * chroma, chroma being max - min over RGB in [0, 1] of the target or
+    the reconstruction, whichever is larger.
+
+    Why: with plain L1 (or MSE) the model settles on drawing every shape in the mean of the six colours, a
+    grey, and stays there: backgrounds cover most pixels and are neutral, so colour is a small share of the
+    error, and 2000 steps did not get out of that minimum. Weighting colourful target pixels makes drawing
+    the right hue pay; weighting colourful reconstructions too stops the model from tinting the neutral
+    backgrounds, which it did when only the target's chroma counted.
+    """
+    error = (y - x).abs()
+    chroma = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / 2
+    drawn = y.detach()
+    chroma = torch.maximum(chroma, (drawn.amax(1, keepdim=True) - drawn.amin(1, keepdim=True)) / 2)
+    return (error * (1 + weight * chroma)).mean()
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 50) -> float:
@@ -167,7 +189,7 @@ def train(model: VQGAN, pool: Tensor, args: argparse.Namespace) -> list[dict[str
         z_q = z + (nearest - z).detach()  # straight through: the decoder's gradient reaches the encoder
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = model.decode(z_q)
-        reconstruction = (y.float() - x).abs().mean()
+        reconstruction = chroma_weighted_l1(y.float(), x, args.chroma_weight)
         codebook_loss = F.mse_loss(nearest, z.detach())
         commitment = F.mse_loss(z, nearest.detach())
         loss = reconstruction + codebook_loss + BETA * commitment
