@@ -147,10 +147,13 @@ def chroma_weighted_l1(y: Tensor, x: Tensor, weight: float) -> Tensor:
     backgrounds, which it did when only the target's chroma counted.
     """
     error = (y - x).abs()
-    chroma = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / 2
-    drawn = y.detach()
-    chroma = torch.maximum(chroma, (drawn.amax(1, keepdim=True) - drawn.amin(1, keepdim=True)) / 2)
+    chroma = torch.maximum(chroma_of(x), chroma_of(y.detach()))
     return (error * (1 + weight * chroma)).mean()
+
+
+def chroma_of(images: Tensor) -> Tensor:
+    """Per pixel max - min over RGB of [-1, 1] images, as a share of the [0, 1] range: [B,1,H,W]."""
+    return (images.amax(1, keepdim=True) - images.amin(1, keepdim=True)) / 2
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 50) -> float:
