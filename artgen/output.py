@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import tempfile
@@ -208,10 +209,16 @@ def fit_image(image: Tensor, width: int, height: int) -> Tensor:
 
 
 def contact_sheet(images: list[Tensor], labels: list[str], columns: int = 4) -> Image.Image:
-    """All candidates in a grid, each with a caption line under it (its rank, seed and score)."""
+    """All candidates in a grid, each with a caption line under it (its rank, seed and score).
+
+    Small images are enlarged (nearest neighbour, a whole factor) until each caption fits under its tile.
+    """
     from PIL import ImageDraw
 
     tiles = [to_pil(image) for image in images]
+    longest = max(ImageDraw.Draw(tiles[0]).textlength(label) for label in labels)
+    scale = max(1, math.ceil((longest + 4) / tiles[0].width))
+    tiles = [tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST) for tile in tiles]
     width, height = tiles[0].size
     caption = 14
     rows = -(-len(tiles) // columns)

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from artgen.errors import UsageError, UserError
-from artgen.output import ensure_writable, load_image, read_metadata, resolve_outputs, save_png, step_path
+from artgen.output import (contact_sheet, ensure_writable, load_image, read_metadata, resolve_outputs, save_png,
+                           step_path)
 from artgen.settings import Settings
 
 
@@ -85,3 +86,20 @@ def test_missing_and_unreadable_images(tmp_path):
 
 def test_step_path_sits_beside_the_output(tmp_path):
     assert step_path(tmp_path / "a.png", 50).name == "a.step00050.png"
+
+
+def test_contact_sheet_enlarges_small_tiles_until_their_captions_fit():
+    red, blue = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    red[:, 0], blue[:, 2] = 1, 1
+    labels = ["#1 seed 0: 0.392", "#2 seed 1: 0.390"]
+    sheet = np.asarray(contact_sheet([red, blue], labels, columns=2))
+    tile = sheet.shape[1] // 2
+    assert tile % 32 == 0 and tile > 32
+    assert (sheet[:tile, :tile] == (255, 0, 0)).all() and (sheet[:tile, tile:] == (0, 0, 255)).all()
+    caption = sheet[tile:]  # the captions' row: each caption's dark pixels stay within its own tile
+    assert (caption[:, :tile] < 128).any() and (caption[:, tile - 2:tile + 2] == 255).all()
+
+
+def test_contact_sheet_keeps_large_tiles_as_they_are():
+    sheet = contact_sheet([torch.rand(1, 3, 200, 200)], ["#1 seed 0: 0.5"])
+    assert sheet.size == (4 * 200, 200 + 14)
