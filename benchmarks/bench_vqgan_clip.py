@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import PlainCLIPLoss, PlainVQGANLoop  # noqa: E402
-from common import VQGAN_F16_16384, peak_memory_mib, pick_device, print_table, time_steps, write_record  # noqa: E402
+from common import (VQGAN_F16_16384, parse_fast, peak_memory_mib, pick_device, print_table, time_steps,  # noqa: E402
+                    write_record)
 
 from artgen.generators.vqgan import VQGANGenerator, initial_latent  # noqa: E402
 from artgen.loop import optimize  # noqa: E402
@@ -33,15 +34,6 @@ from artgen.settings import Settings  # noqa: E402
 from artgen.speed import precision_context  # noqa: E402
 
 PROMPT = "a lighthouse at dusk"
-
-
-def parse_fast(items: list[str]) -> dict:
-    """``precision=bf16 channels_last compile checkpointing`` -> settings overrides."""
-    fast = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        fast[key] = value if value else True
-    return fast
 
 
 def vqgan(device: torch.device) -> VQGAN:

@@ -26,6 +26,15 @@ VQGAN_F16_16384 = {
 }
 
 
+def parse_fast(items: list[str]) -> dict:
+    """``precision=bf16 channels_last compile checkpointing`` -> settings overrides."""
+    fast = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        fast[key] = value if value else True
+    return fast
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
