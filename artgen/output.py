@@ -134,6 +134,7 @@ def save_png(image: Tensor | Image.Image, path: Path, metadata: dict[str, Any], 
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             picture.save(stream, format="PNG", pnginfo=info)
+        os.chmod(temporary, plain_file_mode())
         if overwrite:
             os.replace(temporary, path)
         else:
@@ -146,6 +147,13 @@ def save_png(image: Tensor | Image.Image, path: Path, metadata: dict[str, Any], 
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def plain_file_mode() -> int:
+    """The permissions open() would give a new file (0o666 less the umask); mkstemp's are owner-only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_error(path: Path, error: OSError) -> str:

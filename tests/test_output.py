@@ -103,3 +103,13 @@ def test_contact_sheet_enlarges_small_tiles_until_their_captions_fit():
 def test_contact_sheet_keeps_large_tiles_as_they_are():
     sheet = contact_sheet([torch.rand(1, 3, 200, 200)], ["#1 seed 0: 0.5"])
     assert sheet.size == (4 * 200, 200 + 14)
+
+
+def test_written_png_gets_the_permissions_of_a_plain_new_file(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = save_png(torch.rand(1, 3, 8, 8), tmp_path / "a.png", {})
+        kept = save_png(torch.rand(1, 3, 8, 8), tmp_path / "b.png", {}, overwrite=False)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644 and kept.stat().st_mode & 0o777 == 0o644
