@@ -1,7 +1,7 @@
 """Does a prompt steer the picture? Runs the offline presets on colour x shape prompts and reads the results
 with the CLIP-free checker; also the README's report table and the example grids.
 
-    .venv/bin/python tests/zoo_report.py --write    # all 24 prompts, both generators: README table + grids
+    .venv/bin/python tests/zoo_report.py --write    # all 24 prompts, every run in RUNS: README table + grids
 
 tests/test_offline_e2e.py runs a few prompts of the same measurement in the suite.
 """
@@ -31,7 +31,10 @@ from artgen.output import contact_sheet, save_png  # noqa: E402
 from artgen.perceptor import register_model_config  # noqa: E402
 from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
 
-PRESETS = {"vqgan": "offline-vqgan", "diffusion": "offline"}
+# Each measured run: its name in the table and the grid's file name -> (preset, extra settings). Best of 3:
+# three seeds per prompt, the one CLIP scores highest kept (--candidates 3).
+RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
+        "diffusion-best-of-3": ("offline", {"candidates": 3})}
 ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
 START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
 
@@ -54,14 +57,16 @@ def random_clip_checkpoint(folder: Path) -> Path:
     return path
 
 
-def hit_rates(generator: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
+def hit_rates(run: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
               seed: int = 0) -> HitRates:
-    """Generate one image per prompt with the offline preset; the share read as the asked colour / shape."""
-    extra = {"clip_checkpoint": [str(clip_checkpoint)]} if clip_checkpoint else {}
+    """One image per prompt with the run's offline preset; the share read as the asked colour / shape."""
+    preset, extra = RUNS[run]
+    if clip_checkpoint:
+        extra = {**extra, "clip_checkpoint": [str(clip_checkpoint)]}
     images, readings = [], []
     for index, (colour, shape) in enumerate(prompts):
-        result = artgen.generate(preset=PRESETS[generator], prompts=[f"a {colour} {shape}"], seed=seed + index,
-                                 output=str(folder / f"{generator}-{index}-{clip_checkpoint is None}.png"),
+        result = artgen.generate(preset=preset, prompts=[f"a {colour} {shape}"], seed=seed + index,
+                                 output=str(folder / f"{run}-{index}-{clip_checkpoint is None}.png"),
                                  overwrite=True, progress=False, **extra)
         images.append(result.images[0])
         readings.append(read(str(result.path)))
@@ -98,15 +103,16 @@ def report(folder: Path) -> str:
     lines = ["| model | size | quality |", "|---|---|---|", *zoo_rows(), "",
              f"End to end, {len(ALL_PROMPTS)} prompts \"a COLOUR SHAPE\" (6 colours x 4 shapes), one image each, "
              "read by the CLIP-free checker:", "",
-             "| generator | CLIP | colour hit rate | shape hit rate |", "|---|---|---|---|"]
-    for generator in PRESETS:
-        trained = hit_rates(generator, ALL_PROMPTS, folder)
-        random = hit_rates(generator, ALL_PROMPTS, folder, clip_checkpoint=control)
-        lines.append(f"| {generator} | shapes-clip | {trained.colour:.0%} | {trained.shape:.0%} |")
-        lines.append(f"| {generator} | random weights | {random.colour:.0%} | {random.shape:.0%} |")
+             "| run | CLIP | colour hit rate | shape hit rate |", "|---|---|---|---|"]
+    for run in RUNS:
+        trained = hit_rates(run, ALL_PROMPTS, folder)
+        random = hit_rates(run, ALL_PROMPTS, folder, clip_checkpoint=control)
+        name = run.replace("-", " ")
+        lines.append(f"| {name} | shapes-clip | {trained.colour:.0%} | {trained.shape:.0%} |")
+        lines.append(f"| {name} | random weights | {random.colour:.0%} | {random.shape:.0%} |")
         labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
         tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained.images]
-        save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{generator}-grid.png",
+        save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{run}-grid.png",
                  {"prompts": labels})
     return "\n".join(lines)
 
