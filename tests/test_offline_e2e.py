@@ -12,6 +12,9 @@ Measured: VQGAN+CLIP the asked colour 12 times, the shape 5-7 (random-weight CLI
 whose blobs are not asserted for shape, the asked colour 7 times (random-weight CLIP: 3).
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,8 +24,10 @@ from artgen.perceptor import load_perceptors
 from artgen.run import prepare
 from artgen.scenes import SHAPE_COLOURS, SHAPES
 from artgen.settings import build_settings
-from artgen.speed import precision_context
 from zoo_report import hit_rates, random_clip_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_quality import final_loss  # noqa: E402  (the benchmark's measurement, one row of it held here)
 
 COLOURS = list(SHAPE_COLOURS)
 # Shape k takes colours k, k+2, k+4 (mod 6): circle red/green/blue, square yellow/cyan/purple, and so on.
@@ -71,24 +76,14 @@ def test_vqgan_clip_loss_falls_over_a_short_run():
     assert sum(losses[-5:]) < sum(losses[:5])
 
 
-def final_loss(**fast) -> float:
-    settings, device, cls, specs = prepare(build_settings("offline-vqgan", overrides={
-        "prompts": ["a blue square"], "steps": 40, "seed": 2, **fast}))
-    objective = build_objective(settings, load_perceptors(specs, device), device)
-    torch.manual_seed(settings.seed)
-    generator = cls.from_settings(settings, device)
-    for _ in optimize(generator, objective, forward_context=precision_context(settings.precision, device)):
-        pass
-    return fixed_cut_loss(objective, generator.snapshot())
-
-
-# Issue 7 aims at 2%; with the retrained shapes-vqgan, bf16 autocast on the CPU ends 2.4% from fp32 on this
-# run (benchmarks/bench_quality.py measures more prompts; benchmarks/RESULTS.md has the table). The test holds
-# the gap to what was measured, with room for other CPUs' bf16 kernels.
+# Issue 7 aims at 2%; with the retrained shapes-vqgan, bf16 autocast on the CPU ends this run 2.3-2.4% from
+# fp32 (two machines); benchmarks/bench_quality.py measures more prompts and benchmarks/RESULTS.md has the
+# table. The test holds the gap near what was measured, with room for other CPUs' bf16 kernels.
 FAST_SETTINGS_TOLERANCE = 0.05
 
 
 def test_fast_settings_keep_the_final_loss_close_to_fp32():
     """Same seed, final CLIP loss under one fixed draw of cutouts: fp32 eager against bf16 + channels_last."""
-    reference = final_loss()
-    assert final_loss(precision="bf16", channels_last=True) == pytest.approx(reference, rel=FAST_SETTINGS_TOLERANCE)
+    reference = final_loss("a blue square", seed=2, steps=40)
+    fast = final_loss("a blue square", seed=2, steps=40, precision="bf16", channels_last=True)
+    assert fast == pytest.approx(reference, rel=FAST_SETTINGS_TOLERANCE)
