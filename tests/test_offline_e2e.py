@@ -27,7 +27,7 @@ from artgen.settings import build_settings
 from zoo_report import hit_rates, random_clip_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_quality import final_loss  # noqa: E402  (the benchmark's measurement, one row of it held here)
+from bench_quality import final_loss, fixed_cut_loss  # noqa: E402  (the benchmark's measurement)
 
 COLOURS = list(SHAPE_COLOURS)
 # Shape k takes colours k, k+2, k+4 (mod 6): circle red/green/blue, square yellow/cyan/purple, and so on.
@@ -53,13 +53,6 @@ def test_offline_generators_follow_the_prompt_and_a_random_clip_does_not(generat
     if shape_floor is not None:
         assert trained.shape >= shape_floor, trained.readings
         assert trained.shape >= random.shape + MARGINS[1], (trained.readings, random.readings)
-
-
-def fixed_cut_loss(objective, image) -> float:
-    """The objective under one fixed draw of cutouts, so two images are compared on equal terms."""
-    torch.manual_seed(123)
-    with torch.no_grad():
-        return objective(image, 0.0).item()
 
 
 def test_vqgan_clip_loss_falls_over_a_short_run():
