@@ -79,7 +79,11 @@ class MakeCutouts(nn.Module):
         grid = crop_grid(batch, cutn, height, width, size, self.settings.cut_pow, image.device)
         cuts = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
         cuts = cuts.view(batch, channels, cutn, size, size).transpose(1, 2).reshape(batch * cutn, channels, size, size)
-        cuts = self.augment(cuts)
+        # Kornia's perspective warp now and then draws a degenerate homography and returns a crop of NaNs
+        # (seen with distortion 0.7 on the bundled VQGAN); such pixels fall back to the un-augmented crop so
+        # that one unlucky draw cannot end a run with a NaN loss.
+        augmented = self.augment(cuts)
+        cuts = torch.where(torch.isfinite(augmented), augmented, cuts)
         if self.settings.noise:
             strength = torch.rand(batch * cutn, 1, 1, 1, device=image.device, dtype=image.dtype) * self.settings.noise
             cuts = cuts + strength * torch.randn_like(cuts)

@@ -1,3 +1,6 @@
+import dataclasses
+
+import kornia.augmentation as K
 import torch
 
 from artgen.cutouts import CutoutSettings, MakeCutouts, overview_cutouts
@@ -65,3 +68,34 @@ def test_overview_views_are_whole_and_mirrored():
     assert torch.allclose(views[0], image[0], atol=1e-5)
     assert torch.allclose(views[1], image[0].flip(-1), atol=1e-5)
     assert torch.allclose(views[3], image[1], atol=1e-5)
+
+
+class DegeneratePerspective(torch.nn.Module):
+    """Kornia's perspective warp with every corner of crop 1 sent to one point: a singular homography."""
+
+    def __init__(self):
+        super().__init__()
+        self.warp = K.RandomPerspective(distortion_scale=0.7, p=1.0)
+
+    def forward(self, cuts):
+        self.warp(cuts.detach())
+        params = dict(self.warp._params)
+        params["end_points"] = params["end_points"].clone()
+        params["end_points"][1] = params["end_points"][1][0]
+        return self.warp(cuts, params=params)
+
+
+def test_a_crop_that_an_augmentation_turns_to_nan_falls_back_to_the_plain_crop():
+    """Such a draw once ended a 100-step offline VQGAN run with a NaN loss at step 24."""
+    image = torch.rand(1, 3, 24, 24, requires_grad=True)
+    broken = MakeCutouts(8, dataclasses.replace(PLAIN, cutn=3))
+    broken.augment = torch.nn.Sequential(DegeneratePerspective())
+    assert not torch.isfinite(broken.augment(torch.rand(3, 3, 8, 8))).all()  # the fixture does break a crop
+    torch.manual_seed(0)
+    cuts = broken(image)
+    torch.manual_seed(0)
+    plain = MakeCutouts(8, dataclasses.replace(PLAIN, cutn=3))(image)
+    assert torch.isfinite(cuts).all()
+    assert torch.equal(cuts[1], plain[1])
+    cuts.sum().backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
