@@ -87,6 +87,8 @@ class Settings:
     init_scale: float = _opt(0.0, "Diffusion: weight of the pixel loss toward the init image.")
     clamp_grad: bool = _opt(True, "Diffusion: limit the guidance gradient's RMS to --clamp-max.")
     clamp_max: float = _opt(0.05, "Diffusion: the gradient RMS limit.")
+    clamp_by_signal: bool = _opt(False, "Diffusion: scale --clamp-max by sqrt(alpha-bar) of each step, so that the "
+                                        "noisiest steps, where a push counts most, push least.")
     diffusion_fp16: bool = _opt(True, "Diffusion: run the UNet in half precision on CUDA (ignored on the CPU).")
     # cutouts
     cutn: int = _opt(32, "Cutouts per step.")

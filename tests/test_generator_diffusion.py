@@ -51,6 +51,27 @@ def test_guidance_moves_the_sample_toward_lower_loss(tiny_files):
     assert brighter.mean() > unguided.mean() + 0.01
 
 
+def first_step_push(settings, scale):
+    """RMS change that guidance with ``brightness(scale)`` makes to x after the first sampling step."""
+    samples = []
+    for objective in (brightness(0.0), brightness(scale)):
+        torch.manual_seed(settings.seed)
+        generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+        generator.step(objective(generator.render(), 0.0))
+        samples.append(generator.x)
+    return (samples[1] - samples[0]).square().mean().sqrt().item(), generator
+
+
+def test_clamp_by_signal_shrinks_the_push_by_sqrt_alpha_bar(tiny_files):
+    """A strong loss hits the RMS limit; with --clamp-by-signal the limit, so the push, is sqrt(alpha-bar) times it."""
+    settings = diffusion_settings(tiny_files, clamp_max=0.2)
+    plain, _ = first_step_push(settings, 5000.0)
+    scaled, generator = first_step_push(dataclasses.replace(settings, clamp_by_signal=True), 5000.0)
+    alpha_bar = float(generator.diffusion.alphas_cumprod[generator.timesteps[0]])
+    assert plain > 0.01
+    assert scaled == pytest.approx(plain * alpha_bar**0.5, rel=1e-3)
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_same_seed_same_image(tiny_files, sampler):
     settings = diffusion_settings(tiny_files, sampler=sampler)

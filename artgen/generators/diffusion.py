@@ -153,7 +153,7 @@ class DiffusionGenerator:
         grad = torch.nan_to_num(grad)
         if self.settings.clamp_grad:
             magnitude = grad.square().mean().sqrt()
-            grad = grad * magnitude.clamp(max=self.settings.clamp_max) / magnitude.clamp(min=1e-12)
+            grad = grad * magnitude.clamp(max=self._clamp_limit()) / magnitude.clamp(min=1e-12)
         denoise = guided_denoise(self.diffusion, lambda *_: output.detach(), lambda *_: grad)
         t = self._t(self.timesteps[self.index], self.x)
         with torch.no_grad():
@@ -166,6 +166,19 @@ class DiffusionGenerator:
         self._pred = out["pred_xstart"]
         self._render = None
         self.index += 1
+
+    def _clamp_limit(self) -> float:
+        """The guidance gradient's RMS limit at this step.
+
+        With --clamp-by-signal it shrinks with sqrt(alpha-bar_t): x_t holds the picture only at that scale, so
+        the UNet reads a push of size g on x_t as a change of g / sqrt(alpha-bar_t) in the picture. A fixed
+        limit lets the first, noisiest steps (where the prediction is still far outside the pixel range and
+        CLIP's gradient means little) set the colours; the scaled limit gives every step the same reach.
+        """
+        if not self.settings.clamp_by_signal:
+            return self.settings.clamp_max
+        alpha_bar = float(self.diffusion.alphas_cumprod[self.timesteps[self.index]])
+        return self.settings.clamp_max * alpha_bar ** 0.5
 
     def snapshot(self) -> Tensor:
         """The finished sample, or while sampling the latest clean-image prediction."""
