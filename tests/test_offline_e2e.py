@@ -7,11 +7,10 @@ twice. tests/zoo_report.py runs all 24 for the README's table.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere: with the
 earlier 100-step preset the same VQGAN runs read as the asked shape 7 times on one 2-core machine and 5 on
-another. They sit below
-the issue's 80% colour / 60% shape, which the bundled models do not reach yet (issue 5 stays open).
-Measured with the presets' 200 VQGAN steps and diffusion's --clamp-by-signal: VQGAN+CLIP the asked colour 12
-times, the shape 7 (random-weight CLIP: 2 and 2); diffusion, whose blobs are not asserted for shape, the
-asked colour 8 times (random-weight CLIP: 2).
+another. They sit below the issue's 80% colour / 60% shape, which the bundled models do not reach on every
+set of seeds yet (issue 5 stays open). Measured with the presets' 200 VQGAN steps and diffusion's
+--clamp-by-signal: VQGAN+CLIP the asked colour 12 times, the shape 7 (random-weight CLIP: 2 and 2);
+diffusion, whose blobs are not asserted for shape, the asked colour 8 times (random-weight CLIP: 2).
 """
 
 import sys
