@@ -2,15 +2,14 @@
 that shape), as read by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly worse,
 so these tests can fail.
 
-Twelve prompts per generator, to stay inside the suite's time budget: every shape three times, every colour
+Eight prompts per generator, to stay inside the suite's time budget: every shape twice, every colour once or
 twice. tests/zoo_report.py runs all 24 for the README's table.
 
-The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere: with the
-earlier 100-step preset the same VQGAN runs read as the asked shape 7 times on one 2-core machine and 5 on
-another. They sit below the issue's 80% colour / 60% shape, which the bundled models do not reach on every
-set of seeds yet (issue 5 stays open). Measured with the presets' 200 VQGAN steps and diffusion's
---clamp-by-signal: VQGAN+CLIP the asked colour 12 times, the shape 7 (random-weight CLIP: 2 and 2);
-diffusion, whose blobs are not asserted for shape, the asked colour 8 times (random-weight CLIP: 2).
+The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere (an earlier
+twelve-prompt version read the asked shape 7 times on one 2-core machine and 5 on another). They sit below the issue's 80% colour / 60% shape, which the bundled models do not reach on
+every set of seeds yet (issue 5 stays open). Measured on one thread with the presets' 200 VQGAN steps and
+diffusion's --clamp-by-signal: VQGAN+CLIP the asked colour 7 times of 8, the shape 4 (random-weight CLIP: 1
+and 0); diffusion, whose blobs are not asserted for shape, the asked colour 6 times (random-weight CLIP: 0).
 """
 
 import sys
@@ -31,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_quality import final_loss, fixed_cut_loss  # noqa: E402  (the benchmark's measurement)
 
 COLOURS = list(SHAPE_COLOURS)
-# Shape k takes colours k, k+2, k+4 (mod 6): circle red/green/blue, square yellow/cyan/purple, and so on.
-PROMPTS = [(COLOURS[(k + 2 * j) % 6], shape) for k, shape in enumerate(SHAPES) for j in range(3)]
+# Shape k takes colours k and k+2 (mod 6): circle red/green, square yellow/cyan, triangle green/blue, star
+# cyan/purple; every colour once or twice.
+PROMPTS = [(COLOURS[(k + 2 * j) % 6], shape) for k, shape in enumerate(SHAPES) for j in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def control(tmp_path_factory):
     return random_clip_checkpoint(tmp_path_factory.mktemp("control"))
 
 
-FLOORS = {"vqgan": (0.8, 0.25), "diffusion": (0.4, None)}  # generator -> least colour and shape hit rates
+FLOORS = {"vqgan": (0.75, 0.25), "diffusion": (0.4, None)}  # generator -> least colour and shape hit rates
 MARGINS = (0.25, 0.2)  # how much higher than with the random-weight CLIP the colour and shape hit rates must be
 
 
