@@ -6,10 +6,11 @@ Eight prompts per generator, to stay inside the suite's time budget: every shape
 twice. tests/zoo_report.py runs all 24 for the README's table.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere (an earlier
-twelve-prompt version read the asked shape 7 times on one 2-core machine and 5 on another). They sit below the issue's 80% colour / 60% shape, which the bundled models do not reach on
-every set of seeds yet (issue 5 stays open). Measured on one thread with the presets' 200 VQGAN steps and
-diffusion's --clamp-by-signal: VQGAN+CLIP the asked colour 7 times of 8, the shape 4 (random-weight CLIP: 1
-and 0); diffusion, whose blobs are not asserted for shape, the asked colour 6 times (random-weight CLIP: 0).
+twelve-prompt version read the asked shape 7 times on one 2-core machine and 5 on another). They sit below
+the issue's 80% colour / 60% shape, which the bundled models do not reach on every set of seeds yet (issue 5
+stays open). Measured on one thread with the presets' 200 VQGAN steps and diffusion's --clamp-by-signal:
+VQGAN+CLIP the asked colour 7 times of 8, the shape 4 (random-weight CLIP: 1 and 0); diffusion, whose blobs
+are not asserted for shape, the asked colour 6 times (random-weight CLIP: 0).
 """
 
 import sys
