@@ -10,6 +10,8 @@ Run from the repository root (one CPU thread)::
     .venv/bin/python -m training.train_diffusion            # the shipped run
     .venv/bin/python -m training.train_diffusion --steps 20 --out /tmp/try   # a quick smoke run
     .venv/bin/python -m training.train_diffusion --evaluate-only            # re-judge the shipped weights
+    .venv/bin/python -m training.train_diffusion --num-channels 64 --out /tmp/wide --state /tmp/wide.state
+        # a wider UNet (about 3x the time a step); rerun the same command to continue after a stop
 
 The shipped run (4800 steps of batch 32) took 4347 s of training plus about 3 minutes of sampling, on one
 thread of 2 CPU cores whose other core was busy (about 0.9 s a step). Six times the first 800-step version:
@@ -72,6 +74,7 @@ LR = 5e-4
 WARMUP = 50  # steps of linear lr warm-up: Adam's first updates are otherwise too large
 EMA_DECAY = 0.999
 GRAD_CLIP = 1.0
+SAVE_EVERY = 100  # steps between saves of the training state, when --state asks for them
 
 PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
 PALETTE_RADIUS = 40.0  # RGB distance (0..255) within which a pixel counts as one of the scene colours
@@ -94,16 +97,24 @@ def training_batch(pool: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def train(pool: torch.Tensor, diffusion: Diffusion, steps: int) -> tuple[UNetModel, list[float], float]:
-    """Fit eps-prediction by MSE; returns the EMA model, the per-step losses and the seconds spent."""
+def train(pool: torch.Tensor, diffusion: Diffusion, steps: int, config: UNetConfig = CONFIG,
+          state_path: Path | None = None) -> tuple[UNetModel, list[float], float]:
+    """Fit eps-prediction by MSE; returns the EMA model, the per-step losses and the seconds spent.
+
+    With ``state_path`` the whole training state is saved there every SAVE_EVERY steps and picked up again
+    by the next call, so a run of several hours can be interrupted and continued with the same result.
+    """
     torch.manual_seed(TRAIN_SEED)
-    model = create_unet(CONFIG)
+    model = create_unet(config)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(TRAIN_SEED)
-    losses = []
+    first, losses, spent = 0, [], 0.0
+    if state_path is not None and state_path.exists():
+        first, losses, spent = load_state(state_path, model, ema, optimizer, generator)
+        print(f"continuing from step {first} of {state_path}", flush=True)
     start = time.perf_counter()
-    for step in range(steps):
+    for step in range(first, steps):
         x0 = training_batch(pool, generator)
         t = torch.randint(DIFFUSION_STEPS, (BATCH,), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
@@ -122,8 +133,34 @@ def train(pool: torch.Tensor, diffusion: Diffusion, steps: int) -> tuple[UNetMod
         losses.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
             recent = np.mean(losses[-50:])
-            print(f"step {step:5d}  loss {recent:.4f}  {time.perf_counter() - start:6.0f}s", flush=True)
-    return ema, losses, time.perf_counter() - start
+            print(f"step {step:5d}  loss {recent:.4f}  {spent + time.perf_counter() - start:6.0f}s", flush=True)
+        if state_path is not None and ((step + 1) % SAVE_EVERY == 0 or step == steps - 1):
+            save_state(state_path, step + 1, model, ema, optimizer, generator, losses,
+                       spent + time.perf_counter() - start)
+    return ema, losses, spent + time.perf_counter() - start
+
+
+def save_state(path: Path, step: int, model: UNetModel, ema: UNetModel, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, losses: list[float], seconds: float) -> None:
+    """Everything the loop needs to go on from ``step``; written beside the target and renamed into place, so
+    a kill while saving leaves the previous state whole."""
+    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+             "losses": torch.tensor(losses, dtype=torch.float64), "seconds": seconds}
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def load_state(path: Path, model: UNetModel, ema: UNetModel, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator) -> tuple[int, list[float], float]:
+    """Restore what save_state wrote; returns the next step, the losses so far and the seconds spent."""
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state["step"], state["losses"].tolist(), state["seconds"]
 
 
 def sample_images(model: UNetModel, count: int, sampler: str, respacing: str, seed: int) -> np.ndarray:
@@ -194,7 +231,8 @@ def save_grid(images: np.ndarray, path: Path, columns: int = 4, zoom: int = 4) -
 
 def write_evaluation(out: Path, grid: Path) -> dict:
     """Judge the float16 file as shipped (read back through artgen's loader); add the figures to the metrics."""
-    shipped = load_unet(out / f"{NAME}.pt", CONFIG)
+    config = UNetConfig(**yaml.safe_load((out / f"{NAME}.yaml").read_text(encoding="utf-8")))
+    shipped = load_unet(out / f"{NAME}.pt", config)
     quality, images = evaluate(shipped)
     save_grid(images, grid)
     metrics_path = out / f"{NAME}.metrics.json"
@@ -211,6 +249,10 @@ def main() -> None:
                         help="samples PNG (default: examples/ for the shipped run, else next to the weights)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-judge the weights already in --out (after changing the judge), no training")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="save the training state here as it goes, and continue from it if it exists")
+    parser.add_argument("--num-channels", type=int, default=CONFIG.num_channels,
+                        help="width of the UNet (a multiple of 32), to try a larger model than the shipped one")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -218,14 +260,15 @@ def main() -> None:
     grid = args.grid or (REPO / "examples" if shipped_run else args.out) / f"{NAME}-samples.png"
 
     if not args.evaluate_only:
-        pool = render_pool(POOL_SIZE, DATA_SEED, CONFIG.image_size)
-        diffusion = create_diffusion(DIFFUSION_STEPS, NOISE_SCHEDULE, "", CONFIG.learn_sigma)
-        ema, losses, seconds = train(pool, diffusion, args.steps)
+        config = dataclasses.replace(CONFIG, num_channels=args.num_channels)
+        pool = render_pool(POOL_SIZE, DATA_SEED, config.image_size)
+        diffusion = create_diffusion(DIFFUSION_STEPS, NOISE_SCHEDULE, "", config.learn_sigma)
+        ema, losses, seconds = train(pool, diffusion, args.steps, config, args.state)
         args.out.mkdir(parents=True, exist_ok=True)
         weights = args.out / f"{NAME}.pt"
         torch.save({key: value.half() for key, value in ema.state_dict().items()}, weights)
-        (args.out / f"{NAME}.yaml").write_text(yaml.safe_dump(dataclasses.asdict(CONFIG), sort_keys=False))
-        metrics = {"config": dataclasses.asdict(CONFIG), "diffusion_steps": DIFFUSION_STEPS,
+        (args.out / f"{NAME}.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        metrics = {"config": dataclasses.asdict(config), "diffusion_steps": DIFFUSION_STEPS,
                    "noise_schedule": NOISE_SCHEDULE, "parameters": sum(p.numel() for p in ema.parameters()),
                    "file_bytes": weights.stat().st_size, "training_seconds": round(seconds, 1),
                    "steps": args.steps, "batch": BATCH, "lr": LR, "warmup_steps": WARMUP, "ema_decay": EMA_DECAY,
