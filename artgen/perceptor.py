@@ -56,13 +56,18 @@ def parse_clip_spec(text: str, checkpoint: str | None = None) -> ClipSpec:
 
 
 def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
-    """A bundled CLIP (such as shapes-clip) named without a checkpoint: register its config, use its weights."""
+    """A bundled CLIP (such as shapes-clip): register its config; use its weights unless a checkpoint is given.
+
+    A checkpoint of the same architecture (say, one retrained with training/train_clip.py) then loads by name.
+    """
     from .models import hub
 
     known = hub.KNOWN_MODELS.get(spec.model)
-    if known is None or known.kind != "clip" or spec.checkpoint:
+    if known is None or known.kind != "clip":
         return spec
     register_model_config(hub.resolve(spec.model, "config"))
+    if spec.checkpoint:
+        return spec
     return dataclasses.replace(spec, checkpoint=str(hub.resolve(spec.model, "checkpoint")))
 
 

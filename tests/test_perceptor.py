@@ -1,10 +1,14 @@
 
+import shutil
+
+import open_clip
 import pytest
 import torch
 from tiny_clip import write_tiny_clip
 
 from artgen.errors import UsageError, UserError
-from artgen.perceptor import ClipSpec, load_perceptor, parse_clip_spec
+from artgen.models import hub
+from artgen.perceptor import ClipSpec, check_spec, load_perceptor, parse_clip_spec, with_bundled_weights
 
 CPU = torch.device("cpu")
 
@@ -45,6 +49,17 @@ def test_local_checkpoint_loads_without_network(tiny, which):
     # the weights are the file's, not a fresh random init
     state = torch.load(files[0], weights_only=True)
     assert torch.equal(perceptor.model.state_dict()["visual.conv1.weight"], state["visual.conv1.weight"])
+
+
+def test_bundled_clip_name_with_a_local_checkpoint(tmp_path, monkeypatch):
+    """--clip shapes-clip --clip-checkpoint FILE (a retrained copy) knows the architecture and keeps FILE."""
+    monkeypatch.delitem(open_clip.factory._MODEL_CONFIGS, "shapes-clip", raising=False)  # as in a fresh process
+    retrained = tmp_path / "retrained.safetensors"
+    shutil.copy(hub.resolve("shapes-clip", "checkpoint"), retrained)
+    spec = with_bundled_weights(parse_clip_spec("shapes-clip", str(retrained)))
+    check_spec(spec)
+    assert spec.checkpoint == str(retrained)
+    assert load_perceptor(spec, CPU).model.visual.image_size == 64
 
 
 def test_normalization_follows_the_pretrained_tag():
