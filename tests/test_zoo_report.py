@@ -1,0 +1,48 @@
+"""The measuring side of tests/zoo_report.py: --set parsing, the interval, and how --measure pools seed sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo_report
+from zoo_report import ALL_PROMPTS, HitRates, interval, measure, parse_setting
+
+
+def test_parse_setting_reads_values_as_yaml() -> None:
+    assert parse_setting("tv-scale=2000") == ("tv_scale", 2000)
+    assert parse_setting("clamp_by_signal=false") == ("clamp_by_signal", False)
+    assert parse_setting("clip_checkpoint=[/tmp/a.safetensors]") == ("clip_checkpoint", ["/tmp/a.safetensors"])
+
+
+def test_parse_setting_without_equals_says_how() -> None:
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_setting("tv_scale")
+
+
+def test_interval_is_wide_at_24_prompts_and_narrows_with_more() -> None:
+    low, high = interval(12, 24)
+    assert low == pytest.approx(0.314, abs=1e-3) and high == pytest.approx(0.686, abs=1e-3)
+    assert interval(0, 24)[0] == pytest.approx(0.0, abs=1e-12) and interval(0, 24)[1] > 0.1
+    low96, high96 = interval(48, 96)
+    assert high96 - low96 < (high - low) * 0.6
+
+
+def test_measure_pools_every_seed_set_with_the_settings(monkeypatch, tmp_path: Path, capsys) -> None:
+    calls = []
+
+    def fake_hit_rates(run, prompts, folder, clip_checkpoint=None, seed=0, settings=None):
+        calls.append((run, seed, settings))
+        hits = 12 if seed == 0 else 6
+        readings = [("red", "circle")] * len(prompts)
+        return HitRates(hits / len(prompts), 1.0 if seed == 0 else 0.5, [torch.zeros(3, 8, 8)] * len(prompts),
+                        readings)
+
+    monkeypatch.setattr(zoo_report, "hit_rates", fake_hit_rates)
+    measure("diffusion", {"tv_scale": 2000}, [0, 100], tmp_path, grid=tmp_path / "grid.png")
+    assert calls == [("diffusion", 0, {"tv_scale": 2000}), ("diffusion", 100, {"tv_scale": 2000})]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"pooled, {2 * len(ALL_PROMPTS)} images: colour 38% (") and "shape 75% (" in last
+    assert (tmp_path / "grid.png").exists()
