@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from shape_checker import read  # noqa: E402
 
 import artgen  # noqa: E402
+from artgen.errors import UserError  # noqa: E402
 from artgen.models import hub  # noqa: E402
 from artgen.output import contact_sheet, save_png  # noqa: E402
 from artgen.perceptor import register_model_config  # noqa: E402
@@ -182,7 +183,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.measure:
         with tempfile.TemporaryDirectory() as tmp:
-            measure(args.measure, dict(map(parse_setting, args.settings)), args.seeds, Path(tmp), args.grid)
+            try:
+                measure(args.measure, dict(map(parse_setting, args.settings)), args.seeds, Path(tmp), args.grid)
+            except UserError as error:
+                raise SystemExit(f"error: {error}") from None
         raise SystemExit(0)
     with tempfile.TemporaryDirectory() as tmp:
         table = report(Path(tmp))
