@@ -101,8 +101,10 @@ def summary(name: str, metrics: dict) -> str:
         return f"reconstruction MSE {metrics.get('mse', float('nan')):.4f}, PSNR {metrics.get('psnr_db', float('nan')):.1f} dB"
     samples = metrics.get("samples", {})
     ddpm = samples.get("ddpm_100_steps", {})
+    shapes = ", ".join(f"{kind} {share:.0%}" for kind, share in ddpm.get("shapes_read", {}).items() if share)
     return (f"unguided DDPM samples that are flat-coloured scenes: {ddpm.get('scene_like_share', float('nan')):.0%}; "
-            f"pixels on the scene palette: {ddpm.get('mean_palette_share', float('nan')):.0%} (real scenes 96%)")
+            f"pixels on the scene palette: {ddpm.get('mean_palette_share', float('nan')):.0%} (real scenes 96%); "
+            f"read as {shapes or '?'} (real scenes about 25% each)")
 
 
 def report(folder: Path) -> str:
