@@ -213,11 +213,12 @@ def shapes_read(images: np.ndarray) -> dict[str, float]:
 def judge(images: np.ndarray) -> dict:
     """Sample-quality figures of a batch of samples."""
     flat = [flat_share(image) for image in images]
+    shapes = shapes_read(images)
     return {"scene_like_share": float(np.mean([looks_like_scene(image) for image in images])),
-            "shape_found_share": float(np.mean([read_shape(image) is not None for image in images])),
+            "shape_found_share": 1.0 - shapes["none"],
             "mean_flat_share": float(np.mean(flat)), "min_flat_share": float(np.min(flat)),
             "mean_palette_share": float(np.mean([palette_share(image) for image in images])),
-            "shapes_read": shapes_read(images)}
+            "shapes_read": shapes}
 
 
 def evaluate(model: UNetModel, count: int = 32) -> tuple[dict, np.ndarray]:
