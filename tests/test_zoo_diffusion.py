@@ -106,3 +106,11 @@ def test_shapes_read_spreads_over_real_scenes_and_shows_a_one_shape_model() -> N
     assert all(spread[kind] >= 0.15 for kind in SHAPES), spread
     kind = scenes[0][2].shapes[0].kind
     assert train.shapes_read(np.repeat(images[:1], 8, axis=0))[kind] == 1.0
+
+
+def test_threads_default_to_the_shipped_runs_one_and_refuse_zero(capsys) -> None:
+    assert train.parse_args([]).threads == 1
+    assert train.parse_args(["--threads", "2"]).threads == 2
+    with pytest.raises(SystemExit):
+        train.parse_args(["--threads", "0"])
+    assert "--threads 0 is not a thread count" in capsys.readouterr().err
