@@ -7,7 +7,6 @@ Scenes come from a seed the training script never uses, so this is held-out accu
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from artgen.perceptor import ClipSpec, Perceptor, load_perceptor, register_model_config
+from training_scripts import load_training_script
+
 from artgen.scenes import SHAPE_COLOURS, SHAPES, make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-ZOO = REPO / "artgen" / "zoo"
+ZOO = Path(__file__).resolve().parents[1] / "artgen" / "zoo"
 HELD_OUT_SEED = 7  # training uses seed 0 and its own evaluation seed 1
 SCENES = 120
 
@@ -69,18 +69,10 @@ def test_shipped_weights_are_small_float16() -> None:
     assert {t.dtype for t in load_file(str(path)).values() if t.is_floating_point()} == {torch.float16}
 
 
-def _train_clip():
-    """training/ is a folder of scripts, not a package: load train_clip.py by path."""
-    spec = importlib.util.spec_from_file_location("train_clip", REPO / "training" / "train_clip.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_training_noise_is_off_by_default_and_draws_a_std_per_crop_when_on() -> None:
     """--noise-max 0 must leave crops and the random stream untouched (the shipped weights stay reproducible);
     above 0 each crop gets its own noise strength, none above the maximum."""
-    train_clip = _train_clip()
+    train_clip = load_training_script("train_clip")
     crops = torch.rand(64, 3, 16, 16)
     generator = torch.Generator().manual_seed(0)
     assert train_clip.add_noise(crops, generator, 0.0) is crops

@@ -9,33 +9,24 @@ training script's metrics use, and a control shows it rejects noise and an untra
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from training_scripts import load_training_script
 
 from artgen.models.diffusion import create_diffusion
 from artgen.models.unet import UNetConfig, UNetModel, create_unet, load_unet
 from artgen.scenes import SHAPES, make_dataset
 
-REPO = Path(__file__).parents[1]
-ZOO = REPO / "artgen" / "zoo"
+ZOO = Path(__file__).parents[1] / "artgen" / "zoo"
 SAMPLER, RESPACING = "ddpm", "50"
 COUNT = 4
 
 
-def _training_module():
-    """training/ is a folder of scripts, not a package: load the script by path for its judge and sampler."""
-    spec = importlib.util.spec_from_file_location("train_diffusion", REPO / "training" / "train_diffusion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _training_module()
+train = load_training_script("train_diffusion")  # its judge, sampler and argument parsing
 
 
 @pytest.fixture(scope="module", autouse=True)
