@@ -69,9 +69,9 @@ def test_shipped_weights_are_small_float16() -> None:
     assert {t.dtype for t in load_file(str(path)).values() if t.is_floating_point()} == {torch.float16}
 
 
-def test_training_noise_is_off_by_default_and_draws_a_std_per_crop_when_on() -> None:
-    """--noise-max 0 must leave crops and the random stream untouched (the shipped weights stay reproducible);
-    above 0 each crop gets its own noise strength, none above the maximum."""
+def test_training_noise_draws_a_std_per_crop_and_zero_leaves_crops_alone() -> None:
+    """Each crop gets its own noise strength, none above --noise-max; 0 must leave crops and the random stream
+    untouched, so a clean-crop run draws the same crops and captions as before the option existed."""
     train_clip = load_training_script("train_clip")
     crops = torch.rand(64, 3, 16, 16)
     generator = torch.Generator().manual_seed(0)

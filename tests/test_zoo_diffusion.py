@@ -50,14 +50,21 @@ def model(config: UNetConfig) -> UNetModel:
 
 def test_shipped_files_are_small_and_match_the_training_config(config: UNetConfig) -> None:
     assert config == train.CONFIG
-    assert (ZOO / "shapes-diffusion.pt").stat().st_size <= 8 * 2**20
+    assert (ZOO / "shapes-diffusion.pt").stat().st_size <= 12 * 2**20
+
+
+def test_all_bundled_weights_fit_the_25_mb_budget() -> None:
+    """Issue 5's packaging limit, over every weights file in the zoo (the diffusion UNet is about half)."""
+    weights = [path for path in ZOO.iterdir() if path.suffix in (".pt", ".ckpt", ".safetensors")]
+    assert len(weights) == 3
+    assert sum(path.stat().st_size for path in weights) <= 25 * 10**6
 
 
 def test_samples_look_like_scenes(model: UNetModel) -> None:
     images = train.sample_images(model, COUNT, SAMPLER, RESPACING, seed=0)
     verdicts = [train.looks_like_scene(image) for image in images]
-    # Measured: 32 of 32 DDPM-100 samples pass (metrics.json, flat share >= 0.94); with 50 steps the 8
-    # samples of seeds 0 and 1 had flat shares 0.92-0.96 against the 0.85 bar, so 3 of 4 is a safe floor.
+    # Measured: 32 of 32 DDPM-100 samples pass (metrics.json, flat share >= 0.96); with 50 steps the 8
+    # samples of seeds 0 and 1 had flat shares 0.97-0.99 against the 0.85 bar, so 3 of 4 is a safe floor.
     assert sum(verdicts) >= 3, [train.flat_share(image) for image in images]
 
 
