@@ -24,7 +24,7 @@ resampled bilinearly (as ``grid_sample`` does in ``artgen.cutouts``) to the inpu
 There is no colour jitter, because colour is half of what the model must tell apart. Each crop gets Gaussian
 noise of a random std up to ``--noise-max`` (0.1), as the cutouts' aug-noise adds: a CLIP trained on clean
 crops only read grainy pictures (DDPM samples, noisy cutouts) as stars, so its shape gradient meant nothing
-to CLIP-guided diffusion; with the noise, the guided 64-channel UNet draws the asked shape (issue 5).
+to CLIP-guided diffusion; with the noise, it steers the 64-channel UNet's shapes too (issue 5).
 
 Why a ResNet tower at 64 pixels rather than a ViT: a 3-layer ViT (width 64, 4-pixel patches at 32) learnt
 colour perfectly but reached only 43% on shapes after 2500 steps (25 minutes), while this open_clip

@@ -20,10 +20,11 @@ With ``--state`` it saves its state every 100 steps; rerun the same command to c
 Why 64 channels: the earlier 32-channel UNet (4800 steps, 73 minutes on one thread) drew tinted grounds and
 rounded blobs (28% of pixels on the scene palette), which no CLIP of ours could read, so guidance steered
 colour but not shape: the checker read the asked shape as often as with a random-weight CLIP. The 64-channel
-UNet's samples sit on the palette (71%) and, guided by the noise-trained shapes-clip, it draws the asked
-shape in about six prompts of ten. Why 3600 steps: the same run's EMA weights at step 4800 (loss 0.0136
-against 0.0160) drew the asked shape no more often: 54% of 96 guided images (one image and best of 2, seeds
-0-23 and 100-123) against 65% at step 3600, within the noise of that many prompts but no gain.
+UNet's samples sit on the palette (71%) and, guided by the noise-trained shapes-clip, it draws the asked shape
+in half to two thirds of the prompts (the README gives the figures per seed set). Why 3600 steps: the same
+run's EMA weights at step 4800 (loss 0.0136 against 0.0160) drew the asked shape no more often: 54% of 96
+guided images (one image and best of 2, seeds 0-23 and 100-123) against 65% at step 3600, within the noise of
+that many prompts but no gain.
 
 It writes ``<out>/shapes-diffusion.pt`` (flat float16 state dict, loadable by
 ``artgen.models.unet.load_unet``), ``<out>/shapes-diffusion.yaml`` (the ``UNetConfig`` fields, usable as
@@ -275,7 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-channels", type=int, default=CONFIG.num_channels,
                         help="width of the UNet (a multiple of 32; the shipped one has 64)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (2 on an idle 2-core machine); a run is bit-reproducible only at the same count")
+                        help="CPU threads (2 on an idle 2-core machine); runs are bit-identical only at one count")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads} is not a thread count: give 1 or more")
