@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from artgen.perceptor import ClipSpec, Perceptor, load_perceptor, register_model_config
-from training_scripts import load_training_script
-
 from artgen.scenes import SHAPE_COLOURS, SHAPES, make_dataset
+from training_scripts import load_training_script
 
 ZOO = Path(__file__).resolve().parents[1] / "artgen" / "zoo"
 HELD_OUT_SEED = 7  # training uses seed 0 and its own evaluation seed 1

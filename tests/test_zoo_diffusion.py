@@ -106,7 +106,7 @@ def test_shapes_read_spreads_over_real_scenes_and_shows_a_one_shape_model() -> N
     assert train.shapes_read(np.repeat(images[:1], 8, axis=0))[kind] == 1.0
 
 
-def test_threads_default_to_the_shipped_runs_one_and_refuse_zero(capsys) -> None:
+def test_threads_default_to_one_and_refuse_zero(capsys) -> None:
     assert train.parse_args([]).threads == 1
     assert train.parse_args(["--threads", "2"]).threads == 2
     with pytest.raises(SystemExit):
