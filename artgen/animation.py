@@ -27,7 +27,8 @@ from .objective import Objective, build_objective
 from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
                      read_metadata, save_png)
 from .prompts import parse_prompts
-from .run import clip_models, diverged_message, explain_out_of_memory, prepare, resolve_device, with_seed
+from .run import (clip_models, diverged_message, explain_out_of_memory, prepare, preselect, resolve_device,
+                  with_seed)
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .settings import Settings, build_settings
@@ -254,7 +255,9 @@ def _render(settings: Settings, cls: type, device: torch.device, objective: Obje
             one, init = _frame_start(settings, cls, plan, index, source, previous)
             generator = cls.from_settings(one, device, model=model, init=init)
             model = generator.model
-            loss = _run_frame(generator, objective.with_prompt_weights(prompts.weights(index)), settings, progress)
+            frame_objective = objective.with_prompt_weights(prompts.weights(index))
+            first_step = preselect(generator, one, frame_objective)
+            loss = _run_frame(generator, frame_objective, settings, progress, first_step)
             metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
                         "loss": loss}
             path = save_png(generator.snapshot().cpu(), folder / frame_name(index), metadata)
@@ -293,12 +296,12 @@ def _frame_start(settings: Settings, cls: type, plan: FramePlan, index: int, sou
     return cls.continue_settings(settings, steps, plan.strength_at(index)), init
 
 
-def _run_frame(generator, objective: Objective, settings: Settings, progress: bool) -> float:
-    """One frame's steps under their own progress bar; a frame whose loss blew up is not saved."""
-    with tqdm(total=generator.num_steps, disable=not progress, desc="steps", unit="step", position=1,
+def _run_frame(generator, objective: Objective, settings: Settings, progress: bool, start: int = 0) -> float:
+    """One frame's steps from ``start`` under their own progress bar; a frame whose loss blew up is not saved."""
+    with tqdm(total=generator.num_steps, initial=start, disable=not progress, desc="steps", unit="step", position=1,
               leave=False) as bar:
         forward = precision_context(settings.precision, resolve_device(settings.device))
-        for state in optimize(generator, objective, forward_context=forward):
+        for state in optimize(generator, objective, start=start, forward_context=forward):
             bar.update(1)
     loss = state.loss.item()
     if not math.isfinite(loss):

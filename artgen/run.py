@@ -101,7 +101,7 @@ def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.
     objective = build_objective(settings, clip_models(specs, device, settings), device)
     run_log.mark("load")
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
-    loss = _run_loop(generator, objective, settings, paths, progress)
+    loss = _run_loop(generator, objective, settings, paths, progress, preselect(generator, settings, objective))
     run_log.mark("optimize")
     images = generator.snapshot().cpu()
     paths = _save_all(images, paths, settings, generator.num_steps, loss)
@@ -158,7 +158,7 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
         model = generator.model
         one = _as_run(one, generator)
         paths = resolve_outputs(one.output, one, 1, one.overwrite)
-        loss = _run_loop(generator, objective, one, paths, progress)
+        loss = _run_loop(generator, objective, one, paths, progress, preselect(generator, one, objective))
         image = generator.snapshot()
         drawn.append((objective.score(image).item(), image.cpu(), one, loss))
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
@@ -172,6 +172,13 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
              {"settings": settings.to_dict(), "scores": [score for score, *_ in ranked]}, overwrite=settings.overwrite)
     return Result(paths, torch.cat([image for _, image, _, _ in kept]), kept[0][2], kept[0][3],
                   [score for score, *_ in kept], sheet_path)
+
+
+def preselect(generator: Any, settings: Settings, objective: Objective) -> int:
+    """With --preselect, let the generator pick its start by CLIP score; the step the loop goes on from."""
+    if not settings.preselect:
+        return 0
+    return generator.preselect(settings.preselect, settings.preselect_share, objective.score)
 
 
 def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
@@ -195,15 +202,17 @@ def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: b
             return saved
 
 
-def _run_loop(generator, objective: Objective, settings: Settings, paths: list[Path], progress: bool) -> float:
-    """Drive the loop with a progress bar and intermediate saves; on Ctrl-C save what there is, then stop."""
-    bar = tqdm(total=generator.num_steps, disable=not progress, desc="generating", unit="step")
+def _run_loop(generator, objective: Objective, settings: Settings, paths: list[Path], progress: bool,
+              start: int = 0) -> float:
+    """Drive the loop from step ``start`` with a progress bar and intermediate saves; on Ctrl-C save what there
+    is, then stop."""
+    bar = tqdm(total=generator.num_steps, initial=start, disable=not progress, desc="generating", unit="step")
     loss = math.nan
-    step = 0
-    good = (0, generator.state_dict())
+    step = start
+    good = (start, generator.state_dict())
     try:
         forward = precision_context(settings.precision, resolve_device(settings.device))
-        for state in optimize(generator, objective, forward_context=forward):
+        for state in optimize(generator, objective, start=start, forward_context=forward):
             step = state.step
             if step % LOSS_READ_EVERY == 0 or step == state.total:
                 loss = state.loss.item()

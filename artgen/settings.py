@@ -75,6 +75,9 @@ class Settings:
     candidates: int = _opt(0, "Draw this many candidates one after another (seeds seed, seed+1, ...) and keep the "
                               "best by CLIP score (0: off).")
     keep: int = _opt(1, "How many of the --candidates to keep.")
+    preselect: int = _opt(0, "Diffusion: start from the best of this many noise images, each sampled unguided for "
+                             "--preselect-share of the steps and scored by CLIP (0: off).")
+    preselect_share: float = _opt(0.4, "Diffusion: share of the steps that the --preselect starts run unguided.")
     init_weight: float = _opt(0.0, "VQGAN: weight of a pull of the codes back toward where they started (the init "
                                    "image's).")
     # diffusion sampling
@@ -161,13 +164,15 @@ class Settings:
         for name in ("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise UsageError(f"--{flag(name)} must be a finite number")
-        for name in ("aug_noise", "save_every", "candidates", "skip_steps", "eta", "clamp_max", "init_weight"):
+        for name in ("aug_noise", "save_every", "candidates", "preselect", "skip_steps", "eta", "clamp_max",
+                     "init_weight"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
         if self.candidates and self.keep > self.candidates:
             raise UsageError(f"--keep {self.keep} is more than --candidates {self.candidates}: keep at most all of them")
         if self.candidates and self.batch > 1:
             raise UsageError("--candidates draws one image per seed: use it without --batch")
+        self._validate_preselect()
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.sampler not in SAMPLERS:
@@ -194,6 +199,17 @@ class Settings:
         if (self.vqgan_config is None) != (self.vqgan_checkpoint is None):
             raise UsageError("--vqgan-config and --vqgan-checkpoint go together: give both local files or neither")
         return self
+
+    def _validate_preselect(self) -> None:
+        if not self.preselect:
+            return
+        if self.generator != "diffusion":
+            raise UsageError("--preselect chooses among diffusion starts: use it with --generator diffusion")
+        if self.batch > 1:
+            raise UsageError("--preselect keeps one start: use it without --batch")
+        if not 0 < self.preselect_share < 1:
+            raise UsageError(f"--preselect-share must lie between 0 and 1 (a share of the steps), got "
+                             f"{self.preselect_share}")
 
     def _validate_animation(self) -> None:
         for name in ("frames", "prompt_transition"):

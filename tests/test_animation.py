@@ -63,9 +63,9 @@ def anim_settings(tiny_models, tmp_path, generator="vqgan", **overrides):
     return tiny_models.settings(generator, **(values | overrides))
 
 
-@pytest.mark.parametrize("generator", ["vqgan", "diffusion"])
-def test_five_frame_animation_writes_frames_and_video(tmp_path, tiny_models, generator):
-    result = artgen.animate(progress=False, gif=True, **anim_settings(tiny_models, tmp_path, generator))
+@pytest.mark.parametrize("generator, extra", [("vqgan", {}), ("diffusion", {}), ("diffusion", {"preselect": 3})])
+def test_five_frame_animation_writes_frames_and_video(tmp_path, tiny_models, generator, extra):
+    result = artgen.animate(progress=False, gif=True, **anim_settings(tiny_models, tmp_path, generator, **extra))
     assert [path.name for path in result.frames] == [f"frame_{i:05d}.png" for i in range(1, 6)]
     assert [read_metadata(path)["frame"] for path in result.frames] == list(range(5))
     frames = iio.imread(result.video, plugin="FFMPEG", index=None)

@@ -121,6 +121,17 @@ def test_candidates_keep_the_best_by_clip_score_and_write_a_contact_sheet(tmp_pa
     assert seeds <= {0, 1, 2} and len(seeds) == 2
 
 
+def test_preselect_runs_the_remaining_steps_guided_and_records_all(tmp_path, tiny_models):
+    result = artgen.generate(progress=False, **tiny_models.settings(
+        "diffusion", timestep_respacing="5", preselect=3, output=str(tmp_path / "p.png")))
+    metadata = read_metadata(result.paths[0])
+    assert metadata["step"] == 5 and metadata["settings"]["preselect"] == 3
+    plain = artgen.generate(progress=False, **tiny_models.settings("diffusion", timestep_respacing="5",
+                                                                    output=str(tmp_path / "q.png")))
+    assert result.images.shape == plain.images.shape == (1, 3, 32, 32)
+    assert not torch.equal(result.images, plain.images)
+
+
 def test_init_image_and_image_prompt(artgen, tiny_models):
     Image.fromarray(np.full((40, 50, 3), (200, 30, 30), np.uint8)).save("red.png")
     result = artgen("generate", "--image-prompt", "red.png:0.5", "--init-image", "red.png",

@@ -98,6 +98,32 @@ def test_batch_draws_several_images(tiny_files):
     assert not torch.equal(images[0], images[1])
 
 
+def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
+    settings = diffusion_settings(tiny_files, steps=10)
+    torch.manual_seed(settings.seed)
+    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    scored = []
+
+    def score(images):
+        scored.append(images)
+        return torch.tensor([0.1, 0.3, 0.9, 0.2])
+
+    assert generator.preselect(4, 0.4, score) == 4
+    assert scored[0].shape == (4, 3, 32, 32) and not torch.equal(scored[0][1], scored[0][2])
+    assert torch.equal(generator.snapshot()[0], scored[0][2].clamp(0, 1))  # the best-scored start, not the first
+    assert generator.x.shape == (1, 3, 32, 32)
+    states = list(optimize(generator, brightness(1.0), start=4))
+    assert [state.step for state in states] == list(range(5, 11)) and generator.index == 10
+
+
+def test_preselect_of_a_one_step_run_leaves_the_start_alone(tiny_files):
+    generator = DiffusionGenerator.from_settings(diffusion_settings(tiny_files, skip_steps=5), torch.device("cpu"))
+    assert generator.num_steps == 1
+    start = generator.x.clone()
+    assert generator.preselect(4, 0.4, lambda images: images.mean(dim=(1, 2, 3))) == 0
+    assert torch.equal(generator.x, start) and generator.index == 0
+
+
 @pytest.mark.parametrize("overrides, error, message", [
     ({"skip_steps": 6}, UsageError, "--skip-steps 6 leaves nothing to do"),
     ({"width": 33}, UsageError, "multiples of 2"),

@@ -54,10 +54,22 @@ def test_bad_presets(tmp_path, monkeypatch, preset, content, message):
     ("optimizer", "sgd", "unknown optimizer"),
     ("sampler", "euler", "unknown sampler 'euler'"),
     ("diffusion_steps", 20, "too few for the linear noise schedule"),
+    ("preselect", -1, "--preselect must not be negative"),
+    ("preselect", 4, "--preselect chooses among diffusion starts: use it with --generator diffusion"),
 ])
 def test_bad_values(field, value, message):
     with pytest.raises(UsageError, match=message):
         build_settings(overrides={"prompts": ["x"], field: value})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch": 2}, "--preselect keeps one start: use it without --batch"),
+    ({"preselect_share": 1.0}, "--preselect-share must lie between 0 and 1"),
+    ({"preselect_share": 0}, "--preselect-share must lie between 0 and 1"),
+])
+def test_bad_preselect(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        build_settings(overrides={"prompts": ["x"], "generator": "diffusion", "preselect": 4, **overrides})
 
 
 def test_a_prompt_is_required():
