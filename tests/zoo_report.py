@@ -36,10 +36,8 @@ from artgen.output import contact_sheet, save_png  # noqa: E402
 from artgen.perceptor import register_model_config  # noqa: E402
 from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
 
-# Each measured run: its name in the table and the grid's file name -> (preset, extra settings). Best of 2:
-# two seeds per prompt, the one CLIP scores highest kept (--candidates 2).
-RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
-        "diffusion-best-of-2": ("offline", {"candidates": 2})}
+# Each measured run: its name in the table and the grid's file name -> (preset, extra settings).
+RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {})}
 ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
 START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
 
