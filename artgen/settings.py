@@ -75,8 +75,8 @@ class Settings:
     candidates: int = _opt(0, "Draw this many candidates one after another (seeds seed, seed+1, ...) and keep the "
                               "best by CLIP score (0: off).")
     keep: int = _opt(1, "How many of the --candidates to keep.")
-    preselect: int = _opt(0, "Diffusion: start from the best of this many noise images, each sampled unguided for "
-                             "--preselect-share of the steps and scored by CLIP (0: off).")
+    preselect: int = _opt(0, "Diffusion: start each image from the best of this many noise images, each sampled "
+                             "unguided for --preselect-share of the steps and scored by CLIP (0: off).")
     preselect_share: float = _opt(0.4, "Diffusion: share of the steps that the --preselect starts run unguided.")
     init_weight: float = _opt(0.0, "VQGAN: weight of a pull of the codes back toward where they started (the init "
                                    "image's).")
@@ -204,9 +204,8 @@ class Settings:
         if not self.preselect:
             return
         if self.generator != "diffusion":
-            raise UsageError("--preselect chooses among diffusion starts: use it with --generator diffusion")
-        if self.batch > 1:
-            raise UsageError("--preselect keeps one start: use it without --batch")
+            raise UsageError("--preselect chooses among diffusion starts: use it with --generator diffusion, or "
+                             "turn it off with --preselect 0")
         if not 0 < self.preselect_share < 1:
             raise UsageError(f"--preselect-share must lie between 0 and 1 (a share of the steps), got "
                              f"{self.preselect_share}")

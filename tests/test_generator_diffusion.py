@@ -116,6 +116,21 @@ def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
     assert [state.step for state in states] == list(range(5, 11)) and generator.index == 10
 
 
+def test_preselect_of_a_batch_keeps_the_best_starts_in_score_order(tiny_files):
+    settings = diffusion_settings(tiny_files, steps=10, batch=2)
+    torch.manual_seed(settings.seed)
+    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    scored = []
+
+    def score(images):
+        scored.append(images)
+        return torch.tensor([0.1, 0.8, 0.3, 0.2, 0.9, 0.4])
+
+    generator.preselect(3, 0.4, score)
+    assert scored[0].shape == (6, 3, 32, 32)
+    assert torch.equal(generator.snapshot(), scored[0][[4, 1]].clamp(0, 1))
+
+
 def test_preselect_of_a_one_step_run_leaves_the_start_alone(tiny_files):
     generator = DiffusionGenerator.from_settings(diffusion_settings(tiny_files, skip_steps=5), torch.device("cpu"))
     assert generator.num_steps == 1

@@ -63,7 +63,6 @@ def test_bad_values(field, value, message):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"batch": 2}, "--preselect keeps one start: use it without --batch"),
     ({"preselect_share": 1.0}, "--preselect-share must lie between 0 and 1"),
     ({"preselect_share": 0}, "--preselect-share must lie between 0 and 1"),
 ])

@@ -174,8 +174,9 @@ class DiffusionGenerator:
             return ddim_step(self.diffusion, denoise, x, t, eta, torch.randn_like(x) if eta else None)
 
     def preselect(self, count: int, share: float, score: Callable[[Tensor], Tensor]) -> int:
-        """Go on from the best of ``count`` starts: each samples ``share`` of the steps unguided, then the one
-        whose predicted picture ``score`` rates highest is kept. Returns the steps taken.
+        """Go on from the best of ``count`` starts per image: each samples ``share`` of the steps unguided, then
+        those whose predicted pictures ``score`` rates highest are kept (one per image of the batch). Returns the
+        steps taken.
 
         Why: the first, noisiest steps settle the colours and the layout, and there guidance reaches least (its
         gradient is weakest, or clamped by signal). Unguided steps cost one UNet pass per start and no CLIP
@@ -192,8 +193,8 @@ class DiffusionGenerator:
             for index in range(steps):
                 out = self._sampler_step(x, index, self._model_output(x, self._t(self.timesteps[index], x)), None)
                 x = out["sample"]
-            best = int(score(out["pred_xstart"].add(1).div(2)).argmax())
-        self.x, self._pred = x[best:best + 1], out["pred_xstart"][best:best + 1]
+            best = score(out["pred_xstart"].add(1).div(2)).topk(len(self.x)).indices
+        self.x, self._pred = x[best], out["pred_xstart"][best]
         self.index = steps
         return steps
 
