@@ -114,10 +114,12 @@ def explain_out_of_memory(settings: Settings) -> Iterator[None]:
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        width, height, cutn = settings.width, settings.height, settings.cutn
-        raise UserError(f"out of GPU memory at {width}x{height}, --cutn {cutn}, --batch {settings.batch}: try a "
-                        f"smaller image (--width {width // 2} --height {height // 2}), fewer cutouts "
-                        f"(--cutn {max(1, cutn // 2)}), one CLIP model, or half precision for diffusion "
+        width, height, cutn, starts = settings.width, settings.height, settings.cutn, settings.preselect
+        at_starts = f", --preselect {starts}" if starts > 1 else ""
+        fewer_starts = f" fewer preselected starts (--preselect {starts // 2})," if starts > 1 else ""
+        raise UserError(f"out of GPU memory at {width}x{height}, --cutn {cutn}, --batch {settings.batch}{at_starts}: "
+                        f"try a smaller image (--width {width // 2} --height {height // 2}), fewer cutouts "
+                        f"(--cutn {max(1, cutn // 2)}),{fewer_starts} one CLIP model, or half precision for diffusion "
                         "(--diffusion-fp16)") from None
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 import artgen.output as output
 import artgen.run as run
+from artgen.errors import UserError
 from artgen.output import read_metadata
 from artgen.run import save_final
 from fault_injection import main as kill_and_resume
@@ -51,6 +52,17 @@ def test_out_of_gpu_memory_names_settings_that_fit(artgen, tiny_models, monkeypa
     assert result.code == 1
     assert "out of GPU memory at 64x64, --cutn 4" in result.err
     assert "--width 32 --height 32" in result.err and "--cutn 2" in result.err
+
+
+def test_out_of_gpu_memory_while_preselecting_suggests_fewer_starts(tmp_path, tiny_models, monkeypatch):
+    from artgen.generators.diffusion import DiffusionGenerator
+
+    def no_memory(self, *args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DiffusionGenerator, "preselect", no_memory)
+    with pytest.raises(UserError, match=r"--batch 1, --preselect 8: try .* fewer preselected starts \(--preselect 4\)"):
+        run.generate(progress=False, **tiny_models.settings("diffusion", preselect=8, output=str(tmp_path / "p.png")))
 
 
 def test_a_full_disk_is_one_clear_line(tmp_path, monkeypatch):
