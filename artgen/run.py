@@ -177,8 +177,10 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
 
 
 def preselect(generator: Any, settings: Settings, objective: Objective) -> int:
-    """With --preselect, let the generator pick its start by CLIP score; the step the loop goes on from."""
-    if not settings.preselect:
+    """With --preselect, let the generator pick its start by CLIP score; the step the loop goes on from.
+
+    One start is no choice: --preselect 1 is off, like 0, rather than a run whose first steps go unguided."""
+    if settings.preselect <= 1:
         return 0
     return generator.preselect(settings.preselect, settings.preselect_share, objective.score)
 

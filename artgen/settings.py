@@ -76,7 +76,7 @@ class Settings:
                               "best by CLIP score (0: off).")
     keep: int = _opt(1, "How many of the --candidates to keep.")
     preselect: int = _opt(0, "Diffusion: start each image from the best of this many noise images, each sampled "
-                             "unguided for --preselect-share of the steps and scored by CLIP (0: off).")
+                             "unguided for --preselect-share of the steps and scored by CLIP (0 or 1: off).")
     preselect_share: float = _opt(0.4, "Diffusion: share of the steps that the --preselect starts run unguided.")
     init_weight: float = _opt(0.0, "VQGAN: weight of a pull of the codes back toward where they started (the init "
                                    "image's).")
@@ -201,7 +201,7 @@ class Settings:
         return self
 
     def _validate_preselect(self) -> None:
-        if not self.preselect:
+        if self.preselect <= 1:  # one start or none: nothing to choose, as in run.preselect
             return
         if self.generator != "diffusion":
             raise UsageError("--preselect chooses among diffusion starts: use it with --generator diffusion, or "

@@ -132,6 +132,14 @@ def test_preselect_runs_the_remaining_steps_guided_and_records_all(tmp_path, tin
     assert not torch.equal(result.images, plain.images)
 
 
+def test_preselect_of_one_start_is_off(tmp_path, tiny_models):
+    """One start is no choice: the run must equal the same seed without --preselect, all steps guided."""
+    one, off = (artgen.generate(progress=False, **tiny_models.settings(
+        "diffusion", timestep_respacing="5", preselect=count, output=str(tmp_path / f"{count}.png")))
+        for count in (1, 0))
+    assert torch.equal(one.images, off.images)
+
+
 def test_init_image_and_image_prompt(artgen, tiny_models):
     Image.fromarray(np.full((40, 50, 3), (200, 30, 30), np.uint8)).save("red.png")
     result = artgen("generate", "--image-prompt", "red.png:0.5", "--init-image", "red.png",
