@@ -144,6 +144,15 @@ def interval(hits: int, total: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
+def shape_breakdown(readings: list) -> str:
+    """Asked shapes drawn, per shape, over ALL_PROMPTS' readings: which shape a change helps or hurts."""
+    counts = {shape: [0, 0] for shape in SHAPES}
+    for (_, asked), (_, read_shape) in zip(ALL_PROMPTS, readings):
+        counts[asked][0] += read_shape == asked
+        counts[asked][1] += 1
+    return " ".join(f"{shape} {hits}/{total}" for shape, (hits, total) in counts.items())
+
+
 def measure(run: str, settings: dict, seeds: list[int], folder: Path, grid: Path | None = None) -> None:
     """Print the run's hit rates on all prompts for each seed set (seed s: prompts use s, s+1, ...) and pooled."""
     colour_hits = shape_hits = 0
@@ -154,7 +163,7 @@ def measure(run: str, settings: dict, seeds: list[int], folder: Path, grid: Path
         shape_hits += round(rates.shape * len(ALL_PROMPTS))
         images += rates.images
         print(f"{run} {settings} seeds {seed}-{seed + len(ALL_PROMPTS) - 1}: colour {rates.colour:.0%}, "
-              f"shape {rates.shape:.0%}", flush=True)
+              f"shape {rates.shape:.0%} ({shape_breakdown(rates.readings)})", flush=True)
     total = len(seeds) * len(ALL_PROMPTS)
     pooled = [f"{name} {hits / total:.0%} ({low:.0%}-{high:.0%})" for name, hits in
               (("colour", colour_hits), ("shape", shape_hits)) for low, high in [interval(hits, total)]]
