@@ -3,8 +3,9 @@ by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly
 
 Eight prompts per run, to stay inside the suite's time budget: every shape twice, every colour once or twice.
 Diffusion runs the offline preset as it is (16 preselected starts); its eight prompts and their controls take
-about two minutes on 2 cores. VQGAN+CLIP runs its preset as it is too (32 cutouts; one run optimized 35 s with 32
-and with 16 on the same 2-core machine), and with 32 it passed on seeds 100-107 as it did with 16.
+about two minutes on a fast 2-core machine (408 s on a slow one, where the VQGAN test took 661 s). VQGAN+CLIP
+runs its preset as it is too (32 cutouts; one run optimized 35 s with 32 and with 16 on the same 2-core
+machine), and with 32 it passed on seeds 100-107 as it did with 16.
 tests/zoo_report.py runs all 24 for the table.
 
 The floors prove steering with room for other CPUs and thread counts, whose float kernels send a run
