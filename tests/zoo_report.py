@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import re
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,24 +62,58 @@ def random_clip_checkpoint(folder: Path) -> Path:
     return path
 
 
-def hit_rates(run: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
-              seed: int = 0, settings: dict | None = None) -> HitRates:
-    """One image per prompt with the run's offline preset (and ``settings`` over it); the share read as the
-    asked colour / shape. Prompt i uses seed ``seed + i``."""
+def draw_and_read(run: str, colour: str, shape: str, seed: int, output: Path, clip_checkpoint: Path | None = None,
+                  settings: dict | None = None) -> tuple[torch.Tensor, tuple[str, str]]:
+    """One image for "a COLOUR SHAPE" with the run's offline preset (and ``settings`` over it), and what the
+    checker reads in it."""
     preset, extra = RUNS[run]
     extra = {**extra, **(settings or {})}
     if clip_checkpoint:
         extra = {**extra, "clip_checkpoint": [str(clip_checkpoint)]}
-    images, readings = [], []
-    for index, (colour, shape) in enumerate(prompts):
-        result = artgen.generate(preset=preset, prompts=[f"a {colour} {shape}"], seed=seed + index,
-                                 output=str(folder / f"{run}-{index}-{clip_checkpoint is None}.png"),
-                                 overwrite=True, progress=False, **extra)
-        images.append(result.images[0])
-        readings.append(read(str(result.path)))
+    result = artgen.generate(preset=preset, prompts=[f"a {colour} {shape}"], seed=seed, output=str(output),
+                             overwrite=True, progress=False, **extra)
+    return result.images[0], read(str(result.path))
+
+
+def tally(prompts: list[tuple[str, str]], drawn: list[tuple[torch.Tensor, tuple[str, str]]]) -> HitRates:
+    """The shares of images read as their prompt's colour / shape."""
+    images, readings = [image for image, _ in drawn], [reading for _, reading in drawn]
     colour_hits = sum(reading[0] == colour for reading, (colour, _) in zip(readings, prompts))
     shape_hits = sum(reading[1] == shape for reading, (_, shape) in zip(readings, prompts))
     return HitRates(colour_hits / len(prompts), shape_hits / len(prompts), images, readings)
+
+
+def output_path(folder: Path, run: str, index: int, clip_checkpoint: Path | None) -> Path:
+    return folder / f"{run}-{index}-{'trained' if clip_checkpoint is None else 'control'}.png"
+
+
+def hit_rates(run: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
+              seed: int = 0, settings: dict | None = None) -> HitRates:
+    """One image per prompt with the run's offline preset (and ``settings`` over it); the share read as the
+    asked colour / shape. Prompt i uses seed ``seed + i``."""
+    return tally(prompts, [draw_and_read(run, colour, shape, seed + index,
+                                         output_path(folder, run, index, clip_checkpoint), clip_checkpoint, settings)
+                           for index, (colour, shape) in enumerate(prompts)])
+
+
+def hit_rates_with_control(run: str, prompts: list[tuple[str, str]], folder: Path, control: Path, seed: int = 0,
+                           control_every: int = 1) -> tuple[HitRates, HitRates]:
+    """``hit_rates`` with the trained CLIP on every prompt, and with the random-weight ``control`` on every
+    ``control_every``-th prompt (same seeds), drawn by two one-thread processes side by side.
+
+    Two one-thread runs at once finish about 1.3x sooner than one after the other on two threads, and the
+    readings no longer depend on how many threads the machine gives torch (its float kernels differ by count).
+    """
+    jobs = [(index, None) for index in range(len(prompts))]
+    jobs += [(index, control) for index in range(0, len(prompts), control_every)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = [pool.submit(draw_and_read, run, *prompts[index], seed + index,
+                               output_path(folder, run, index, clip), clip) for index, clip in jobs]
+        drawn = [future.result() for future in futures]
+    trained_count = len(prompts)
+    control_prompts = prompts[::control_every]
+    return tally(prompts, drawn[:trained_count]), tally(control_prompts, drawn[trained_count:])
 
 
 def zoo_rows() -> list[str]:
