@@ -1,4 +1,5 @@
-"""The measuring side of tests/zoo_report.py: --set parsing, the interval, and how --measure pools seed sets."""
+"""The measuring side of tests/zoo_report.py: --set parsing, the interval, and how --measure and the README table
+pool seed sets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import zoo_report
-from zoo_report import ALL_PROMPTS, HitRates, interval, measure, parse_setting
+from zoo_report import ALL_PROMPTS, HitRates, check_seed_sets, interval, measure, parse_setting, report
 
 
 def test_parse_setting_reads_values_as_yaml() -> None:
@@ -46,3 +47,33 @@ def test_measure_pools_every_seed_set_with_the_settings(monkeypatch, tmp_path: P
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"pooled, {2 * len(ALL_PROMPTS)} images: colour 38% (") and "shape 75% (" in last
     assert (tmp_path / "grid.png").exists()
+
+
+def test_report_pools_the_seed_sets_and_draws_the_control_on_the_first(monkeypatch, tmp_path: Path) -> None:
+    """Seed set 0 draws every asked shape, set 100 every other one; the control draws nothing asked."""
+    drawn_seeds = []
+
+    def fake_draw(jobs):
+        drawn_seeds.extend((seed, clip is None) for _, _, _, seed, _, clip in jobs)
+        readings = [("grey", None) if clip else (colour, shape if seed < 100 or seed % 2 == 0 else "blob")
+                    for _, colour, shape, seed, _, clip in jobs]
+        return [(torch.zeros(3, 8, 8), reading) for reading in readings]
+
+    monkeypatch.setattr(zoo_report, "draw_side_by_side", fake_draw)
+    monkeypatch.setattr(zoo_report, "random_clip_checkpoint", lambda folder: folder / "control.safetensors")
+    monkeypatch.setattr(zoo_report, "ROOT", tmp_path)
+    table = report(tmp_path, [0, 100])
+    count = len(ALL_PROMPTS)
+    assert "| diffusion | shapes-clip | 100% (100, 100) | 75% (100, 50) |" in table
+    assert "| diffusion | random weights | 0% | 0% |" in table
+    assert "seed sets 0, 100" in table
+    trained_seeds = [*range(count), *range(100, 100 + count)]
+    expected = [(seed, True) for seed in trained_seeds] + [(seed, False) for seed in range(count)]
+    assert drawn_seeds == expected * 2  # once for each run
+    assert (tmp_path / "examples" / "offline-diffusion-grid.png").exists()
+
+
+def test_overlapping_seed_sets_are_refused() -> None:
+    check_seed_sets([0, 100, 24])
+    with pytest.raises(SystemExit, match="overlap"):
+        check_seed_sets([0, 10])

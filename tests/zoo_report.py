@@ -1,7 +1,8 @@
 """Does a prompt steer the picture? Runs the offline presets on colour x shape prompts and reads the results
 with the CLIP-free checker; also the README's report table and the example grids.
 
-    .venv/bin/python tests/zoo_report.py --write    # all 24 prompts, every run in RUNS: README table + grids
+    .venv/bin/python tests/zoo_report.py --write --seeds 0 100 200
+        # all 24 prompts on three seed sets, every run in RUNS: README table + grids
     .venv/bin/python tests/zoo_report.py --measure diffusion --seeds 0 100 --set tv_scale=2000
         # one run with changed settings, over several seed sets, with a 95% interval: is a change real?
 
@@ -83,37 +84,42 @@ def tally(prompts: list[tuple[str, str]], drawn: list[tuple[torch.Tensor, tuple[
     return HitRates(colour_hits / len(prompts), shape_hits / len(prompts), images, readings)
 
 
-def output_path(folder: Path, run: str, index: int, clip_checkpoint: Path | None) -> Path:
-    return folder / f"{run}-{index}-{'trained' if clip_checkpoint is None else 'control'}.png"
+def output_path(folder: Path, run: str, seed: int, clip_checkpoint: Path | None) -> Path:
+    return folder / f"{run}-{seed}-{'trained' if clip_checkpoint is None else 'control'}.png"
 
 
 def hit_rates(run: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
               seed: int = 0, settings: dict | None = None) -> HitRates:
     """One image per prompt with the run's offline preset (and ``settings`` over it); the share read as the
     asked colour / shape. Prompt i uses seed ``seed + i``."""
-    return tally(prompts, [draw_and_read(run, colour, shape, seed + index,
-                                         output_path(folder, run, index, clip_checkpoint), clip_checkpoint, settings)
-                           for index, (colour, shape) in enumerate(prompts)])
+    seeds = range(seed, seed + len(prompts))
+    return tally(prompts, [draw_and_read(run, colour, shape, image_seed,
+                                         output_path(folder, run, image_seed, clip_checkpoint), clip_checkpoint, settings)
+                           for image_seed, (colour, shape) in zip(seeds, prompts)])
 
 
 def hit_rates_with_control(run: str, prompts: list[tuple[str, str]], folder: Path, control: Path, seed: int = 0,
                            control_every: int = 1) -> tuple[HitRates, HitRates]:
     """``hit_rates`` with the trained CLIP on every prompt, and with the random-weight ``control`` on every
-    ``control_every``-th prompt (same seeds), drawn by two one-thread processes side by side.
+    ``control_every``-th prompt (same seeds), drawn side by side by ``draw_side_by_side``."""
+    jobs = [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, None), None)
+            for index in range(len(prompts))]
+    jobs += [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, control), control)
+             for index in range(0, len(prompts), control_every)]
+    drawn = draw_side_by_side(jobs)
+    return tally(prompts, drawn[:len(prompts)]), tally(prompts[::control_every], drawn[len(prompts):])
 
-    Two one-thread runs at once finish about 1.3x sooner than one after the other on two threads, and the
+
+def draw_side_by_side(jobs: list[tuple]) -> list[tuple[torch.Tensor, tuple[str, str]]]:
+    """``draw_and_read(*job)`` for every job, by two one-thread processes side by side, in job order.
+
+    Why: two one-thread runs at once finish about 1.3x sooner than one after the other on two threads, and the
     readings no longer depend on how many threads the machine gives torch (its float kernels differ by count).
     """
-    jobs = [(index, None) for index in range(len(prompts))]
-    jobs += [(index, control) for index in range(0, len(prompts), control_every)]
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = [pool.submit(draw_and_read, run, *prompts[index], seed + index,
-                               output_path(folder, run, index, clip), clip) for index, clip in jobs]
-        drawn = [future.result() for future in futures]
-    trained_count = len(prompts)
-    control_prompts = prompts[::control_every]
-    return tally(prompts, drawn[:trained_count]), tally(control_prompts, drawn[trained_count:])
+        futures = [pool.submit(draw_and_read, *job) for job in jobs]
+        return [future.result() for future in futures]
 
 
 def zoo_rows() -> list[str]:
@@ -141,23 +147,39 @@ def summary(name: str, metrics: dict) -> str:
             f"read as {shapes or '?'} (real scenes about 25% each)")
 
 
-def report(folder: Path) -> str:
+def report(folder: Path, seeds: list[int]) -> str:
+    """The README table: the zoo's metrics, then each run's hit rates pooled over the seed sets ``seeds`` (and per
+    set), and the random-weight control's on the first set; each run's grid shows the first set's images."""
     control = random_clip_checkpoint(folder)
+    sets = ", ".join(map(str, seeds))
     lines = ["| model | size | quality |", "|---|---|---|", *zoo_rows(), "",
              f"End to end, {len(ALL_PROMPTS)} prompts \"a COLOUR SHAPE\" (6 colours x 4 shapes), one image each, "
-             "read by the CLIP-free checker:", "",
+             f"on the seed sets {sets} (seed set s: prompt i uses seed s + i; each set's rate in brackets; the random "
+             f"weights draw set {seeds[0]}), read by the CLIP-free checker, each image drawn on one thread:", "",
              "| run | CLIP | colour hit rate | shape hit rate |", "|---|---|---|---|"]
     for run in RUNS:
-        trained = hit_rates(run, ALL_PROMPTS, folder)
-        random = hit_rates(run, ALL_PROMPTS, folder, clip_checkpoint=control)
+        jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, clip), clip)
+                for seed, clip in [(seed, None) for seed in seeds] + [(seeds[0], control)]
+                for index, (colour, shape) in enumerate(ALL_PROMPTS)]
+        drawn = draw_side_by_side(jobs)
+        per_set = [tally(ALL_PROMPTS, drawn[start:start + len(ALL_PROMPTS)])
+                   for start in range(0, len(drawn), len(ALL_PROMPTS))]
+        trained, random = per_set[:-1], per_set[-1]
         name = run.replace("-", " ")
-        lines.append(f"| {name} | shapes-clip | {trained.colour:.0%} | {trained.shape:.0%} |")
+        lines.append(f"| {name} | shapes-clip | {pooled_with_sets([r.colour for r in trained])} | "
+                     f"{pooled_with_sets([r.shape for r in trained])} |")
         lines.append(f"| {name} | random weights | {random.colour:.0%} | {random.shape:.0%} |")
         labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
-        tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained.images]
+        tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained[0].images]
         save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{run}-grid.png",
-                 {"prompts": labels})
+                 {"prompts": labels, "seed": seeds[0]})
     return "\n".join(lines)
+
+
+def pooled_with_sets(rates: list[float]) -> str:
+    """"67% (71, 58, 71)": the mean of equal-sized sets' rates, then each set's, when there is more than one."""
+    pooled = f"{sum(rates) / len(rates):.0%}"
+    return pooled if len(rates) == 1 else f"{pooled} ({', '.join(f'{rate * 100:.0f}' for rate in rates)})"
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -210,6 +232,14 @@ def measure(run: str, settings: dict, seeds: list[int], folder: Path, grid: Path
         save_png(contact_sheet(tiles, labels, columns=6), grid, {"prompts": labels})
 
 
+def check_seed_sets(seeds: list[int]) -> None:
+    """Seed sets must not overlap: an image counted twice would weigh twice in the pooled rates."""
+    starts = sorted(seeds)
+    if any(later - earlier < len(ALL_PROMPTS) for earlier, later in zip(starts, starts[1:])):
+        raise SystemExit(f"--seeds {' '.join(map(str, seeds))}: each seed set takes {len(ALL_PROMPTS)} seeds, so "
+                         f"these overlap; space them at least {len(ALL_PROMPTS)} apart, for example 0 100 200")
+
+
 def write_readme(table: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -226,6 +256,7 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="first seed of each seed set")
     parser.add_argument("--grid", type=Path, help="with --measure: save the images as a contact sheet here")
     args = parser.parse_args()
+    check_seed_sets(args.seeds)
     if args.measure:
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -234,7 +265,7 @@ if __name__ == "__main__":
                 raise SystemExit(f"error: {error}") from None
         raise SystemExit(0)
     with tempfile.TemporaryDirectory() as tmp:
-        table = report(Path(tmp))
+        table = report(Path(tmp), args.seeds)
     print(table)
     if args.write:
         write_readme(table)
