@@ -17,7 +17,7 @@ Reproducibility: every source of randomness is seeded (scenes, weights, crops, c
 is used and deterministic algorithms are on, so a rerun with the same torch on the same machine gives
 bit-identical weights (checked: three full runs under different loads wrote byte-identical files). Other CPUs
 or torch versions may differ in the last float bits and drift from there; expect the same accuracies within a
-few points, not the same bits. Measured (2026-12-02): a rerun on another CPU (AMD EPYC, 6 minutes of training)
+few points, not the same bits. Measured (2026-12-02): a rerun on another machine (AMD EPYC, 6 minutes)
 wrote other bits with the same held-out accuracies within half a point: colour 100% (shipped 100%), shape 95.3%
 (95.0%); on crops colour 99.7% (99.8%), shape 86.7% (86.5%). Guiding the shipped generators on that machine
 (``tests/zoo_report.py --measure RUN --seeds 0 100 200 --set clip_checkpoint=[FILE]``, 72 prompts, one thread), it

@@ -29,7 +29,7 @@ under bfloat16 autocast (half again as fast on this CPU); quantization and losse
 Reproducibility: every source of randomness is seeded, one thread is used and deterministic algorithms are
 on, so rerunning with the same torch on the same machine gives bit-identical weights (checked: two runs wrote
 weights with the same ``state_sha256``, which the metrics record so that you can check). On 2026-12-02 a rerun on
-another CPU (AMD EPYC, 5.5 minutes) wrote a byte-identical ``.ckpt``, so the shipped weights retrain bit-for-bit
+another machine (AMD EPYC, 5.5 minutes) wrote a byte-identical ``.ckpt``, so the shipped weights retrain bit-for-bit
 there too. Other CPUs or torch versions may differ in the last bits (bfloat16 kernels especially), and training
 amplifies such differences, so there the weights may differ; the metrics should land close.
 """
