@@ -69,7 +69,7 @@ def test_report_pools_the_seed_sets_and_draws_the_control_on_the_first(monkeypat
     assert "seed sets 0, 100" in table
     trained_seeds = [*range(count), *range(100, 100 + count)]
     expected = [(seed, True) for seed in trained_seeds] + [(seed, False) for seed in range(count)]
-    assert drawn_seeds == expected * 2  # once for each run
+    assert drawn_seeds == expected * len(zoo_report.RUNS)  # once for each run
     assert (tmp_path / "examples" / "offline-diffusion-grid.png").exists()
 
 
