@@ -22,7 +22,9 @@ wrote other bits with the same held-out accuracies within half a point: colour 1
 (95.0%); on crops colour 99.7% (99.8%), shape 86.7% (86.5%). Guiding the shipped generators on that machine
 (``tests/zoo_report.py --measure RUN --seeds 0 100 200 --set clip_checkpoint=[FILE]``, 72 prompts, one thread), it
 drew the asked colour and shape in 88% / 68% of prompts with VQGAN+CLIP (shipped CLIP 85% / 67%) and 85% / 56%
-with diffusion (82% / 62%): within the 95% intervals of 72 prompts, about 10 points either way.
+with diffusion (82% / 62%): within the 95% intervals of 72 prompts, about 10 points either way. (Shape rates
+in this docstring were read by the checker used until 2026-12-02, which named a shape in every blob; the
+outline fit since then reads about half as many, see the README table.)
 
 The images the model sees imitate artgen's cutouts: a random square crop covering 50-100% of the side,
 resampled bilinearly (as ``grid_sample`` does in ``artgen.cutouts``) to the input size and maybe mirrored.
