@@ -23,6 +23,12 @@ def test_parse_setting_without_equals_says_how() -> None:
         parse_setting("tv_scale")
 
 
+def test_parse_setting_with_a_value_that_is_not_yaml_says_to_quote_it() -> None:
+    with pytest.raises(SystemExit, match="quote it"):
+        parse_setting("cut_overview=[16]*1000")
+    assert parse_setting('cut_overview="[16]*1000"') == ("cut_overview", "[16]*1000")
+
+
 def test_interval_is_wide_at_24_prompts_and_narrows_with_more() -> None:
     low, high = interval(12, 24)
     assert low == pytest.approx(0.314, abs=1e-3) and high == pytest.approx(0.686, abs=1e-3)

@@ -190,7 +190,11 @@ def parse_setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise SystemExit(f"--set {text!r}: write it as key=value, for example --set tv_scale=2000")
-    return key.strip().replace("-", "_"), yaml.safe_load(value)
+    try:
+        return key.strip().replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise SystemExit(f"--set {text!r}: the value is not valid YAML; quote it, for example "
+                         f"--set 'cut_overview=\"[8]*1000\"'") from None
 
 
 def interval(hits: int, total: int) -> tuple[float, float]:
