@@ -194,7 +194,7 @@ def parse_setting(text: str) -> tuple[str, object]:
         return key.strip().replace("-", "_"), yaml.safe_load(value)
     except yaml.YAMLError:
         raise SystemExit(f"--set {text!r}: the value is not valid YAML; quote it, for example "
-                         f"--set 'cut_overview=\"[8]*1000\"'") from None
+                         "--set 'cut_overview=\"[8]*1000\"'") from None
 
 
 def interval(hits: int, total: int) -> tuple[float, float]:
