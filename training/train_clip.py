@@ -1,7 +1,7 @@
 """Train ``shapes-clip``: a tiny open_clip model that knows the colours and shapes of artgen's synthetic scenes.
 
 Why: artgen needs a perceptor that works offline and in tests, yet still means something, so that a run
-with "a red circle" visibly draws a red circle. A real CLIP is too large to ship; this one is ~7 MB and is
+with "a red circle" visibly draws a red circle. A real CLIP is too large to ship; this one is ~9 MB and is
 trained from nothing on ``artgen.scenes`` in minutes on a CPU.
 
 Run it from the repository root:
@@ -10,70 +10,56 @@ Run it from the repository root:
 
 It writes ``artgen/zoo/shapes-clip.json`` (the open_clip model config), ``shapes-clip.safetensors`` (the
 weights, float16) and ``shapes-clip.metrics.json`` (held-out zero-shot accuracies, size, time, command).
-On 2 CPU cores shared with other jobs, with one thread, it takes 10-20 minutes: 2000 steps at 0.26 s (light
-load, 9 minutes measured) to 0.55 s (heavy load), plus ~30 s to render the scenes and ~30 s to evaluate.
+With one thread it takes 17 to 35 minutes by the machine: 2000 steps at 0.47 s to 0.9 s (a slower 2-core
+machine, 2026-12-03: 1886 s in all), plus about a minute to render the scenes and one to evaluate.
 
-Reproducibility: every source of randomness is seeded (scenes, weights, crops, caption choice), one thread
-is used and deterministic algorithms are on, so a rerun with the same torch on the same machine gives
-bit-identical weights (checked: three full runs under different loads wrote byte-identical files). Other CPUs
-or torch versions may differ in the last float bits and drift from there; expect the same accuracies within a
-few points, not the same bits. Measured (2026-12-02): a rerun on another machine (AMD EPYC, 6 minutes)
-wrote other bits with the same held-out accuracies within half a point: colour 100% (shipped 100%), shape 95.3%
-(95.0%); on crops colour 99.7% (99.8%), shape 86.7% (86.5%). Guiding the shipped generators on that machine
-(``tests/zoo_report.py --measure RUN --seeds 0 100 200 --set clip_checkpoint=[FILE]``, 72 prompts, one thread), it
-drew the asked colour and shape in 88% / 68% of prompts with VQGAN+CLIP (shipped CLIP 85% / 67%) and 85% / 56%
-with diffusion (82% / 62%): within the 95% intervals of 72 prompts, about 10 points either way. (Shape rates
-in this docstring were read by the checker used until 2026-12-02, which named a shape in every blob; the
-outline fit since then reads about half as many, see the README table.)
+Reproducibility: every source of randomness is seeded (scenes, weights, crops, caption choice, which shape a
+twin caption renames), one thread is used and deterministic algorithms are on, so a rerun with the same torch
+on the same machine gives bit-identical weights (checked: full runs under different loads wrote byte-identical
+files). Other CPUs or torch versions may differ in the last float bits and drift from there; expect the same
+accuracies within a few points, not the same bits: two runs of this recipe on two machines (2026-12-03) read
+100% of held-out colours and shapes, and 99.8% / 99.0% and 99.8% / 99.3% on crops. Guided diffusion (offline
+preset, seed sets 0, 100, 200) drew colour / shape 88% / 50% with the earlier run and 79% / 44% with the shipped
+one: within the noise of 72 prompts (offline.yaml).
 
 The images the model sees imitate artgen's cutouts: a random square crop covering 50-100% of the side,
 resampled bilinearly (as ``grid_sample`` does in ``artgen.cutouts``) to the input size and maybe mirrored.
 There is no colour jitter, because colour is half of what the model must tell apart. Each crop gets Gaussian
 noise of a random std up to ``--noise-max`` (0.1), as the cutouts' aug-noise adds: a CLIP trained on clean
 crops only read grainy pictures (DDPM samples, noisy cutouts) as stars, so its shape gradient meant nothing
-to CLIP-guided diffusion; with the noise, it steers the 64-channel UNet's shapes too (issue 5).
+to CLIP-guided diffusion. Noise up to 0.25 or 0.4 (width 8) drew no more shapes and fell under 90% held-out.
 
-Why 0.1 and not more, and why a vision width of 8 (measured with the offline diffusion preset on the 24
-prompts of tests/zoo_report.py, seeds 0-23, one thread, where this model drew colour 75%, shape 62%):
-noise up to 0.25 or 0.4 raised the colour to 92% but not the shape (62%, 67%; 54% for 0.25 on seeds
-100-123), and held-out zero-shot shape fell to 86% and 83%, under the 90% this model must reach; with VQGAN
-the 0.4 model drew colour 100%, shape 58% (this one 92%, 67%). A vision tower of width 16 (9.2 MB) read every
-held-out shape, yet steered diffusion to the asked shape less often: 25%, and 42% with noise up to 0.25.
+Two losses: the symmetric contrastive loss over the batch, and ``shape_loss``, where each crop must pick its
+own caption over the same caption with one shape renamed as each other kind. The contrastive loss alone is met
+by colour whenever no other scene of the batch has the same colours, which is most of the time, so it taught
+shape weakly: the width-8 model shipped until 2026-12-03 (7 MB, the same recipe without the shape loss) read
+95% of held-out shapes, but its shape margin under the offline preset's cutouts (the similarity of "a COLOUR
+SHAPE" with a scene, less the highest with the scene redrawn as another shape of the same colour, place and
+area, over 40 one-shape scenes and 64 cutouts) was 0.000 for squares and 0.013 for triangles, and guided by it
+the generators drew the asked shape in about a third of the prompts (VQGAN+CLIP 28%, diffusion 32%). With the
+shape loss and a vision width of 16 (measured on the earlier run of this recipe) the margins were 0.084 (squares)
+and 0.093 (triangles), 0.20 without the cutouts' perspective, and diffusion without perspective drew the asked
+shape in half the prompts (seed sets 0, 100, 200 of tests/zoo_report.py: 54 42 54%). VQGAN+CLIP did worse with
+it (seed set 0: 12% against 29%): it draws several blobs of the asked colour, few readable outlines
+(offline-vqgan.yaml lists the settings tried).
 
-Why a ResNet tower at 64 pixels rather than a ViT: a 3-layer ViT (width 64, 4-pixel patches at 32) learnt
-colour perfectly but reached only 43% on shapes after 2500 steps (25 minutes), while this open_clip
-ModifiedResNet, whose convolutions see edges and corners from the first step, was past 50% after 300.
-The text tower's token table (49408 x 64) is most of the parameters; float16 keeps the file near 7 MB.
-
-Shape is where this model falls short (README: the generators draw the asked shape in about a third of the
-prompts). Its shape margin is small: on 40 clean 32 px one-shape scenes, the similarity of "a COLOUR SHAPE" with
-the scene, less its highest similarity with the same scene redrawn as another shape (same colour, place and
-area), averaged over 64 cutouts of the offline diffusion preset, is 0.10 for circles and stars but 0.000 for
-squares and 0.013 for triangles; 0.027 and 0.059 with the cutouts' perspective off. Tried on 2026-12-03 (seed set
-0 of tests/zoo_report.py, one thread; this model there: diffusion colour 92%, shape 33%; VQGAN+CLIP 92%, 29%),
-none shipped:
-- Shape-swapped twins as hard negatives (each batch pairs scenes with copies whose one shape has another kind):
-  held-out shape 97%, the square and triangle margins about twice as wide (0.058, 0.083 without perspective), yet
-  with perspective off diffusion drew 92% / 33% and VQGAN+CLIP 83% / 17%.
-- Adversarial fine-tuning (600 steps from these weights, each crop pushed by 3 steps of L2 PGD within 0.5 or 1.5):
-  its gradients draw edges instead of noise, and VQGAN+CLIP draws one object per image instead of many blobs
-  (colour 96%, shape 21% at 1.5), but held-out shape falls to 91% and 64%, and diffusion drew 71% / 29% and
-  83% / 25%. Twins and PGD together (1.0): held-out shape 75%, diffusion 79% / 25%.
+Tried for shape before, none better (seed set 0, one thread; the width-8 model there: diffusion colour 92%,
+shape 33%; VQGAN+CLIP 92%, 29%):
+- Width 16 without the shape loss: held-out shape 100%, yet diffusion drew the asked shape less often (25%).
+- Shape-swapped twins as hard negatives in the contrastive batch: held-out shape 97%, margins about twice as
+  wide, diffusion 92% / 33%, VQGAN+CLIP 83% / 17%.
+- Adversarial fine-tuning (3 steps of L2 PGD within 0.5 or 1.5 per crop): VQGAN+CLIP draws one object per image
+  (96% / 21% at 1.5), but held-out shape falls to 91% and 64%, diffusion 71% / 29% and 83% / 25%.
 - Lumpy blobs captioned "a COLOUR blob" as a quarter of the pool: narrower margins (square 0.017).
-- Gaussian blur of std up to 4 px on half the crops, to read shape in the blurred pictures that early guided
-  steps show: held-out shape 90%, diffusion 96% / 25% (with the twins 89%, 92% / 25%).
-- Fine-tuned (800 steps) on clean scenes plus 6000 of the pictures guidance shows it: scenes noised to a random
-  sampler step and blended with the UNet's prediction: held-out shape 90%, diffusion 100% / 29%.
-- Fine-tuned with a second loss per image, its caption against the same caption with one shape's kind
-  swapped for each other kind: held-out shape 98% (crops 92%), margins as with the twins, diffusion 83% / 33%
-  with perspective off.
-Squares came out as round or lumpy blobs in every one of these. The same shape loss with a vision width of 16,
-trained from scratch (2000 steps, 12000 scenes, 17 minutes on two threads), is the first that moves shape, not yet
-shipped: held-out shape 100%, margins with the preset's cutouts 0.084 (squares) and 0.093 (triangles), without
-perspective 0.20; diffusion drew 92% / 46% on seed set 0, and with perspective off 92% / 54% (set 0) and 83% / 42%
-(set 100, where this model drew 79% / 29%). The sampler is not the limit: guided towards a
-drawn clean scene of the asked shape instead of by CLIP (an experiment only), the same diffusion loop drew it in 22
-of 24 prompts.
+- Gaussian blur of std up to 4 px on half the crops: held-out shape 90%, diffusion 96% / 25%.
+- Fine-tuning on the pictures guidance shows (scenes noised to a sampler step, blended with the UNet's
+  prediction): held-out shape 90%, diffusion 100% / 29%.
+- The shape loss as a fine-tune of the width-8 model: held-out shape 98%, diffusion 83% / 33%.
+- A 3-layer ViT (width 64, 4-pixel patches at 32) instead of the ResNet tower: colour perfect, shape 43% after
+  2500 steps; the ModifiedResNet's convolutions see edges and corners from the first step.
+The sampler is not the limit: guided towards a drawn clean scene of the asked shape instead of by CLIP (an
+experiment only), the same diffusion loop drew it in 22 of 24 prompts.
+The text tower's token table (49408 x 64) is most of the parameters; float16 keeps the file near 9 MB.
 """
 
 from __future__ import annotations
@@ -103,29 +89,35 @@ from artgen.scenes import SHAPE_COLOURS, SHAPES, Scene, captions, make_dataset  
 NAME = "shapes-clip"
 CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32},
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 TRAIN_SEED, EVAL_SEED = 0, 1  # scene streams: training and held-out evaluation never share a scene
 MIN_CROP = 0.5  # smallest training crop, as a fraction of the side
 NOISE_MAX = 0.1  # largest std of a crop's Gaussian noise (artgen's offline preset cuts with aug-noise 0.05)
+SHAPE_WEIGHT = 1.0  # weight of the per-image shape loss against the contrastive loss
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--scenes", type=int, default=20000, help="size of the pre-rendered training pool")
+    parser.add_argument("--scenes", type=int, default=12000, help="size of the pre-rendered training pool")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-scenes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0, help="seeds weights, crops and caption choice")
     parser.add_argument("--noise-max", type=float, default=NOISE_MAX,
                         help="add Gaussian noise to each training crop, its std drawn from [0, this] per crop; "
                              "0 trains on clean crops")
+    parser.add_argument("--shape-weight", type=float, default=SHAPE_WEIGHT,
+                        help="weight of the loss that asks each crop to prefer its caption over the same caption "
+                             "with one shape's kind swapped; 0 trains with the contrastive loss alone")
     parser.add_argument("--out", type=Path, default=REPO / "artgen" / "zoo")
     args = parser.parse_args()
     if args.noise_max < 0:
         parser.error(f"--noise-max {args.noise_max} is negative: give a noise std of 0 or more, e.g. 0.1")
+    if args.shape_weight < 0:
+        parser.error(f"--shape-weight {args.shape_weight} is negative: give a weight of 0 or more, e.g. 1")
     return args
 
 
@@ -135,13 +127,33 @@ def mirrored(scene: Scene) -> Scene:
     return dataclasses.replace(scene, shapes=shapes)
 
 
+def with_kind(scene: Scene, index: int, kind: str) -> Scene:
+    """The scene with its ``index``-th shape turned into ``kind``: same colour, place and size."""
+    shapes = list(scene.shapes)
+    shapes[index] = dataclasses.replace(shapes[index], kind=kind)
+    return dataclasses.replace(scene, shapes=tuple(shapes))
+
+
+def caption_tokens(scene: Scene, tokenizer) -> Tensor:
+    """Tokens [2,C,L] of the scene's C phrasings, as drawn (0) and mirrored (1)."""
+    return torch.stack([tokenizer(captions(scene)), tokenizer(captions(mirrored(scene)))])
+
+
 def build_pool(count: int, seed: int, tokenizer) -> tuple[Tensor, Tensor, Tensor]:
-    """Images [N,3,64,64] uint8, and caption tokens [N,2,C,L] for the plain (0) and mirrored (1) scene."""
-    images, tokens = [], []
+    """Images [N,3,64,64] uint8, caption tokens [N,2,C,L] and swapped caption tokens [N,3,2,C,L].
+
+    The swapped captions are the same phrasings with one shape (picked at random in a two-shape scene) named
+    as each of the other three kinds: the negatives of ``shape_loss``.
+    """
+    pick = random.Random(seed + 5)  # its own stream, so the scenes stay those of ``make_dataset(count, seed)``
+    images, tokens, swapped = [], [], []
     for image, _, scene in make_dataset(count, seed, size=64, max_shapes=2):
         images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
-        tokens.append(torch.stack([tokenizer(captions(scene)), tokenizer(captions(mirrored(scene)))]))
-    return torch.stack(images), torch.stack(tokens)
+        tokens.append(caption_tokens(scene, tokenizer))
+        index = pick.randrange(len(scene.shapes))
+        others = [kind for kind in SHAPES if kind != scene.shapes[index].kind]
+        swapped.append(torch.stack([caption_tokens(with_kind(scene, index, kind), tokenizer) for kind in others]))
+    return torch.stack(images), torch.stack(tokens), torch.stack(swapped)
 
 
 def random_crops(images: Tensor, size: int, generator: torch.Generator, min_fraction: float = MIN_CROP,
@@ -209,8 +221,20 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
-def train(model: nn.Module, images: Tensor, tokens: Tensor, args: argparse.Namespace) -> None:
-    """Symmetric InfoNCE over (crop, one random caption) pairs, one random caption per image per step."""
+def shape_loss(image_features: Tensor, text_features: Tensor, swapped_features: Tensor, scale: Tensor) -> Tensor:
+    """Cross-entropy of each crop choosing its caption [B,D] among it and its shape-swapped twins [B,3,D].
+
+    Why: the contrastive loss is met by colour alone whenever a batch holds no other scene of the same colours,
+    which is most of the time, so it teaches shape weakly; here shape is the only difference to find.
+    """
+    candidates = torch.cat([text_features[:, None], swapped_features], dim=1)
+    logits = scale * torch.einsum("bd,bkd->bk", image_features, candidates)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+
+
+def train(model: nn.Module, images: Tensor, tokens: Tensor, swapped: Tensor, args: argparse.Namespace) -> None:
+    """Symmetric InfoNCE over (crop, one random caption) pairs, one random caption per image per step, plus
+    ``args.shape_weight`` times the shape loss against that caption's shape-swapped twins."""
     normalize = Normalize()
     optimizer = optimizer_for(model, args.lr)
     generator = torch.Generator().manual_seed(args.seed)
@@ -225,12 +249,17 @@ def train(model: nn.Module, images: Tensor, tokens: Tensor, args: argparse.Names
         flips = torch.rand(args.batch, generator=generator) < 0.5
         choice = torch.randint(tokens.shape[2], (args.batch,), generator=generator)
         text = tokens[index, flips.long(), choice]
+        twins = swapped[index, :, flips.long(), choice]  # [B,3,L]
         crops = add_noise(random_crops(images[index].float() / 255, size, generator, flips=flips), generator,
                           args.noise_max)
         image_features = F.normalize(model.encode_image(normalize(crops)), dim=-1)
         text_features = F.normalize(model.encode_text(text), dim=-1)
-        logits = model.logit_scale.exp() * image_features @ text_features.T
+        scale = model.logit_scale.exp()
+        logits = scale * image_features @ text_features.T
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        if args.shape_weight:
+            twin_features = F.normalize(model.encode_text(twins.flatten(0, 1)), dim=-1).view(*twins.shape[:2], -1)
+            loss = loss + args.shape_weight * shape_loss(image_features, text_features, twin_features, scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -302,9 +331,9 @@ def main() -> None:
     model = open_clip.create_model(NAME, pretrained=None)
 
     started = time.time()
-    images, tokens = build_pool(args.scenes, TRAIN_SEED, tokenizer)
+    images, tokens, swapped = build_pool(args.scenes, TRAIN_SEED, tokenizer)
     print(f"{len(images)} training scenes rendered in {time.time() - started:.0f}s", flush=True)
-    train(model, images, tokens, args)
+    train(model, images, tokens, swapped, args)
     seconds = time.time() - started
 
     weights = save(model, args.out)
@@ -319,6 +348,8 @@ def main() -> None:
         "steps": args.steps,
         "batch": args.batch,
         "training_scenes": args.scenes,
+        "shape_weight": args.shape_weight,
+        "noise_max": args.noise_max,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
         "command": " ".join(shlex.quote(a) for a in ["python", "training/train_clip.py", *sys.argv[1:]]),
