@@ -88,8 +88,11 @@ def test_swapped_captions_name_the_other_kinds_for_the_same_shape() -> None:
     phrasing and mirrored alike, so that only the kind tells the caption from its twins."""
     train_clip = load_training_script("train_clip")
     words = {}
-    tokenizer = lambda texts: [words.setdefault(text, len(words)) for text in texts]  # noqa: E731
-    _, tokens, swapped = train_clip.build_pool(6, seed=3, tokenizer=lambda t: torch.tensor(tokenizer(t)))
+
+    def tokenizer(texts: list[str]) -> torch.Tensor:  # one id per distinct caption, so ids map back to text
+        return torch.tensor([words.setdefault(text, len(words)) for text in texts])
+
+    _, tokens, swapped = train_clip.build_pool(6, seed=3, tokenizer=tokenizer)
     text = {index: caption for caption, index in words.items()}
     scenes = [scene for _, _, scene in make_dataset(6, 3, size=64, max_shapes=2)]
     for scene, own, twins in zip(scenes, tokens, swapped):

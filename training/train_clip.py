@@ -249,7 +249,6 @@ def train(model: nn.Module, images: Tensor, tokens: Tensor, swapped: Tensor, arg
         flips = torch.rand(args.batch, generator=generator) < 0.5
         choice = torch.randint(tokens.shape[2], (args.batch,), generator=generator)
         text = tokens[index, flips.long(), choice]
-        twins = swapped[index, :, flips.long(), choice]  # [B,3,L]
         crops = add_noise(random_crops(images[index].float() / 255, size, generator, flips=flips), generator,
                           args.noise_max)
         image_features = F.normalize(model.encode_image(normalize(crops)), dim=-1)
@@ -258,6 +257,7 @@ def train(model: nn.Module, images: Tensor, tokens: Tensor, swapped: Tensor, arg
         logits = scale * image_features @ text_features.T
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         if args.shape_weight:
+            twins = swapped[index, :, flips.long(), choice]  # [B,3,L]
             twin_features = F.normalize(model.encode_text(twins.flatten(0, 1)), dim=-1).view(*twins.shape[:2], -1)
             loss = loss + args.shape_weight * shape_loss(image_features, text_features, twin_features, scale)
         optimizer.zero_grad(set_to_none=True)
