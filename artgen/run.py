@@ -182,7 +182,8 @@ def preselect(generator: Any, settings: Settings, objective: Objective) -> int:
     One start is no choice: --preselect 1 is off, like 0, rather than a run whose first steps go unguided."""
     if settings.preselect <= 1:
         return 0
-    return generator.preselect(settings.preselect, settings.preselect_share, objective.score)
+    return generator.preselect(settings.preselect, settings.preselect_share, objective.score,
+                               settings.preselect_preview)
 
 
 def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:

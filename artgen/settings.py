@@ -76,8 +76,12 @@ class Settings:
                               "best by CLIP score (0: off).")
     keep: int = _opt(1, "How many of the --candidates to keep.")
     preselect: int = _opt(0, "Diffusion: start each image from the best of this many noise images, each sampled "
-                             "unguided for --preselect-share of the steps and scored by CLIP (0 or 1: off).")
-    preselect_share: float = _opt(0.4, "Diffusion: share of the steps that the --preselect starts run unguided.")
+                             "unguided and scored by CLIP (0 or 1: off).")
+    preselect_share: float = _opt(0.4, "Diffusion: share of the steps the --preselect starts run unguided, or that "
+                                       "the best preview is noised back to.")
+    preselect_preview: int = _opt(0, "Diffusion: judge each --preselect start by a preview, a finished picture "
+                                     "drawn unguided in this many DDIM steps (0: by its prediction after "
+                                     "--preselect-share of the steps).")
     init_weight: float = _opt(0.0, "VQGAN: weight of a pull of the codes back toward where they started (the init "
                                    "image's).")
     # diffusion sampling
@@ -209,6 +213,9 @@ class Settings:
         if not 0 < self.preselect_share < 1:
             raise UsageError(f"--preselect-share must lie between 0 and 1 (a share of the steps), got "
                              f"{self.preselect_share}")
+        if self.preselect_preview < 0 or self.preselect_preview == 1:
+            raise UsageError(f"--preselect-preview draws each start in that many DDIM steps: give 2 or more (or 0 "
+                             f"to judge the starts part-way), got {self.preselect_preview}")
 
     def _validate_animation(self) -> None:
         for name in ("frames", "prompt_transition"):

@@ -121,11 +121,13 @@ def test_candidates_keep_the_best_by_clip_score_and_write_a_contact_sheet(tmp_pa
     assert seeds <= {0, 1, 2} and len(seeds) == 2
 
 
-def test_preselect_runs_the_remaining_steps_guided_and_records_all(tmp_path, tiny_models):
+@pytest.mark.parametrize("preview", [0, 3])
+def test_preselect_runs_the_remaining_steps_guided_and_records_all(tmp_path, tiny_models, preview):
     result = artgen.generate(progress=False, **tiny_models.settings(
-        "diffusion", timestep_respacing="5", preselect=3, output=str(tmp_path / "p.png")))
+        "diffusion", timestep_respacing="5", preselect=3, preselect_preview=preview, output=str(tmp_path / "p.png")))
     metadata = read_metadata(result.paths[0])
     assert metadata["step"] == 5 and metadata["settings"]["preselect"] == 3
+    assert metadata["settings"]["preselect_preview"] == preview
     plain = artgen.generate(progress=False, **tiny_models.settings("diffusion", timestep_respacing="5",
                                                                     output=str(tmp_path / "q.png")))
     assert result.images.shape == plain.images.shape == (1, 3, 32, 32)

@@ -131,6 +131,30 @@ def test_preselect_of_a_batch_keeps_the_best_starts_in_score_order(tiny_files):
     assert torch.equal(generator.snapshot(), scored[0][[4, 1]].clamp(0, 1))
 
 
+def test_preselect_by_preview_goes_on_from_the_best_finished_picture_noised_back(tiny_files):
+    settings = diffusion_settings(tiny_files, steps=10, skip_steps=2)
+    torch.manual_seed(settings.seed)
+    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    unet, model_steps, scored = generator.unet, [], []
+    generator.unet = lambda x, t: model_steps.append(t.tolist()) or unet(x, t)
+
+    def score(images):
+        scored.append(images)
+        return torch.tensor([0.1, 0.3, 0.9, 0.2])
+
+    assert generator.preselect(4, 0.4, score, preview_steps=3) == 3
+    top = int(generator.diffusion.timestep_map[generator.timesteps[0]])  # where the run starts, after the skip
+    assert model_steps == [[top] * 4, [round(top / 2)] * 4, [0] * 4]  # 3 DDIM steps on all starts at once
+    best = scored[0][2].mul(2).sub(1)
+    assert torch.equal(generator.snapshot()[0], scored[0][2])  # a finished picture: the best, not the first
+    alpha_bar = float(generator.diffusion.alphas_cumprod[generator.timesteps[3]])
+    noise = (generator.x[0] - alpha_bar ** 0.5 * best) / (1 - alpha_bar) ** 0.5
+    assert 0.9 < float(noise.std()) < 1.1 and abs(float(noise.mean())) < 0.1  # the picture, noised to step 3
+    generator.unet = unet
+    states = list(optimize(generator, brightness(1.0), start=3))
+    assert [state.step for state in states] == list(range(4, 9)) and generator.index == 8
+
+
 def test_preselect_of_a_one_step_run_leaves_the_start_alone(tiny_files):
     generator = DiffusionGenerator.from_settings(diffusion_settings(tiny_files, skip_steps=5), torch.device("cpu"))
     assert generator.num_steps == 1

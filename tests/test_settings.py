@@ -65,6 +65,8 @@ def test_bad_values(field, value, message):
 @pytest.mark.parametrize("overrides, message", [
     ({"preselect_share": 1.0}, "--preselect-share must lie between 0 and 1"),
     ({"preselect_share": 0}, "--preselect-share must lie between 0 and 1"),
+    ({"preselect_preview": 1}, "--preselect-preview draws each start in that many DDIM steps: give 2 or more"),
+    ({"preselect_preview": -2}, "--preselect-preview .* got -2"),
 ])
 def test_bad_preselect(overrides, message):
     with pytest.raises(UsageError, match=message):
