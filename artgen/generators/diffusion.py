@@ -191,16 +191,13 @@ class DiffusionGenerator:
             return 0  # a single step: nothing to run unguided before it
         starts = torch.cat([self.x] + [self._start(torch.randn_like(self.x)) for _ in range(count - 1)])
         with torch.no_grad():
-            if preview_steps:
-                pictures = self._previews(starts, preview_steps)
-                best = score(pictures.add(1).div(2)).topk(len(self.x)).indices
-                x = self.diffusion.q_sample(pictures[best], self._t(self.timesteps[steps], self.x),
-                                            torch.randn_like(self.x))
-            else:
-                x, pictures = self._unguided(starts, steps)
-                best = score(pictures.add(1).div(2)).topk(len(self.x)).indices
-                x = x[best]
-        self.x, self._pred, self.index = x, pictures[best], steps
+            x, pictures = ((starts, self._previews(starts, preview_steps)) if preview_steps
+                           else self._unguided(starts, steps))
+            best = score(pictures.add(1).div(2)).topk(len(self.x)).indices
+        x, pictures = x[best], pictures[best]
+        if preview_steps:  # the finished picture, noised back to the step the run goes on from
+            x = self.diffusion.q_sample(pictures, self._t(self.timesteps[steps], x), torch.randn_like(x))
+        self.x, self._pred, self.index = x, pictures, steps
         return steps
 
     def _unguided(self, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
