@@ -168,8 +168,8 @@ class Settings:
         for name in ("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise UsageError(f"--{flag(name)} must be a finite number")
-        for name in ("aug_noise", "save_every", "candidates", "preselect", "skip_steps", "eta", "clamp_max",
-                     "init_weight"):
+        for name in ("aug_noise", "save_every", "candidates", "preselect", "preselect_preview", "skip_steps", "eta",
+                     "clamp_max", "init_weight"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
         if self.candidates and self.keep > self.candidates:
@@ -213,7 +213,7 @@ class Settings:
         if not 0 < self.preselect_share < 1:
             raise UsageError(f"--preselect-share must lie between 0 and 1 (a share of the steps), got "
                              f"{self.preselect_share}")
-        if self.preselect_preview < 0 or self.preselect_preview == 1:
+        if self.preselect_preview == 1:
             raise UsageError(f"--preselect-preview draws each start in that many DDIM steps: give 2 or more (or 0 "
                              f"to judge the starts part-way), got {self.preselect_preview}")
 
