@@ -3,7 +3,8 @@ by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly
 
 Eight prompts per run, to stay inside the suite's time budget: every shape twice, every colour once or twice;
 the random-weight CLIP draws four of them (every shape once, same seeds). Both presets run as shipped
-(diffusion: 32 preselected starts; VQGAN+CLIP: 32 cutouts). The twelve images of a run are drawn by two
+(diffusion: 64 previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts,
+tv_scale 50). The twelve images of a run are drawn by two
 one-thread processes side by side (tests/zoo_report.py's hit_rates_with_control): that is faster than two threads
 on one image at a time, and it makes the readings independent of the machine's thread count. On a slow 2-core
 machine the diffusion test took 239 s and the VQGAN test 366 s (408 s and 661 s before, with eight control
@@ -16,8 +17,9 @@ the width-8 shapes-clip shipped until 2026-12-03, on one thread per image, read 
 (trained CLIP: colour and shape hits of 8; random-weight CLIP: of 4): diffusion, seeds 200-207: 6 and 4 / 0 and 0;
 VQGAN+CLIP, seeds 100-107: 8 and 2 / 1 and 0. VQGAN+CLIP draws its circles and little else: seeds 0-7 read 6 and 2,
 seeds 200-207 and 300-307 one shape each, so its shape floor is one hit in eight, and its shape rate must top the
-control's by an eighth. With the width-16 shapes-clip shipped since, both runs pass on the same seeds, and so
-does diffusion with the 32 starts over 20% of the steps that its preset takes since (2026-12-03).
+control's by an eighth. With the width-16 shapes-clip shipped since, both runs pass on the same seeds, and so do
+both with the presets as shipped since 2026-12-04 (diffusion previews, VQGAN tv_scale 50): 363 s for the two tests
+on a slow 2-core machine.
 Each run is tested on a seed set (SEEDS) where it clears the floors: that proves the test can pass and fail, not how
 often the shape is right, which is the table's job.
 """
