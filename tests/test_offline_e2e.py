@@ -1,14 +1,14 @@
 """The bundled models steer the picture: prompts "a COLOUR SHAPE" come out in that colour and that shape, as read
 by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly worse, so these tests can fail.
 
-Eight prompts per run, to stay inside the suite's time budget: every shape twice, every colour once or twice;
-the random-weight CLIP draws four of them (every shape once, same seeds). Both presets run as shipped
-(diffusion: 64 previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts,
-tv_scale 50). The twelve images of a run are drawn by two
-one-thread processes side by side (tests/zoo_report.py's hit_rates_with_control): that is faster than two threads
-on one image at a time, and it makes the readings independent of the machine's thread count. On a slow 2-core
-machine the diffusion test took 239 s and the VQGAN test 366 s (408 s and 661 s before, with eight control
-images each, one after the other on two threads). tests/zoo_report.py runs all 24 prompts for the table.
+Eight prompts per run, to stay inside the suite's time budget: every shape twice, every colour once or twice; the
+random-weight CLIP draws four of them (every shape once, same seeds). Both presets run as shipped (diffusion: 64
+previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts, tv_scale 50). The twelve
+images of a run are drawn by two one-thread processes side by side (tests/zoo_report.py's hit_rates_with_control):
+that is faster than two threads on one image at a time, and it makes the readings independent of the machine's
+thread count. On a slow 2-core machine the diffusion test took 239 s and the VQGAN test 366 s (408 s and 661 s
+before, with eight control images each, one after the other on two threads). tests/zoo_report.py runs all 24 prompts
+for the table.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere; at eight prompts one
 set of seeds says little, so they sit well below the issue's 80% colour / 60% shape, which tests/zoo_report.py
