@@ -112,3 +112,34 @@ def test_threads_default_to_one_and_refuse_zero(capsys) -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--threads", "0"])
     assert "--threads 0 is not a thread count" in capsys.readouterr().err
+
+
+def test_a_refining_run_starts_from_the_given_weights_and_records_them(tmp_path: Path) -> None:
+    """--init: the shipped UNet is a second, single-shape run started from the first run's weights; the start
+    must be those weights (not a fresh model), and the new metrics must keep the first run's."""
+    config = dataclasses.replace(train.CONFIG, image_size=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        first = create_unet(config)
+    init = tmp_path / "shapes-diffusion.pt"
+    torch.save({key: value.half() for key, value in first.state_dict().items()}, init)
+    (tmp_path / "shapes-diffusion.metrics.json").write_text('{"steps": 3600}\n')
+    pool = torch.zeros((4, 3, 8, 8), dtype=torch.uint8)
+    diffusion = create_diffusion(train.DIFFUSION_STEPS, train.NOISE_SCHEDULE, "", config.learn_sigma)
+    start, _, _ = train.train(pool, diffusion, 0, config, init=init)
+    expected = load_unet(init, config).state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in start.state_dict().items())
+    fresh, _, _ = train.train(pool, diffusion, 0, config)
+    assert not all(torch.equal(value, expected[key]) for key, value in fresh.state_dict().items())
+    assert train.earlier_run(init) == {"path": str(init), "metrics": {"steps": 3600}}
+    assert train.earlier_run(tmp_path / "other.pt")["metrics"] is None
+
+
+def test_refining_options_parse(capsys) -> None:
+    args = train.parse_args(["--init", "a.pt", "--max-shapes", "1", "--lr", "2e-4"])
+    assert (args.init, args.max_shapes, args.lr) == (Path("a.pt"), 1, 2e-4)
+    defaults = train.parse_args([])
+    assert (defaults.init, defaults.max_shapes, defaults.lr) == (None, 2, train.LR)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--max-shapes", "3"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -102,9 +102,10 @@ FLAT_TOLERANCE = 24.0  # per-channel difference (0..255) from the 3x3 median bel
 # about 2%, an untrained UNet's samples about 16%. 0.85 leaves room for a model's slightly soft edges.
 MIN_FLAT_SHARE = 0.85
 
-def render_pool(count: int, seed: int, size: int) -> torch.Tensor:
+def render_pool(count: int, seed: int, size: int, max_shapes: int = 2) -> torch.Tensor:
     """``count`` scenes as one uint8 tensor [N,3,H,W]: rendering once keeps the training loop pure tensor work."""
-    images = [np.asarray(image, dtype=np.uint8) for image, _, _ in make_dataset(count, seed, size=size)]
+    scenes = make_dataset(count, seed, size=size, max_shapes=max_shapes)
+    images = [np.asarray(image, dtype=np.uint8) for image, _, _ in scenes]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -117,16 +118,21 @@ def training_batch(pool: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def train(pool: torch.Tensor, diffusion: Diffusion, steps: int, config: UNetConfig = CONFIG,
-          state_path: Path | None = None) -> tuple[UNetModel, list[float], float]:
+          state_path: Path | None = None, init: Path | None = None,
+          lr: float = LR) -> tuple[UNetModel, list[float], float]:
     """Fit eps-prediction by MSE; returns the EMA model, the per-step losses and the seconds spent.
+
+    With ``init`` training starts from those weights (a ``.pt`` this script wrote) instead of random ones.
 
     With ``state_path`` the whole training state is saved there every SAVE_EVERY steps and picked up again
     by the next call, so a run of several hours can be interrupted and continued with the same result.
     """
     torch.manual_seed(TRAIN_SEED)
     model = create_unet(config)
+    if init is not None:
+        model.load_state_dict(load_unet(init, config).state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(TRAIN_SEED)
     first, losses, spent = 0, [], 0.0
     if state_path is not None and state_path.exists():
@@ -139,7 +145,7 @@ def train(pool: torch.Tensor, diffusion: Diffusion, steps: int, config: UNetConf
         noise = torch.randn(x0.shape, generator=generator)
         loss = (model(diffusion.q_sample(x0, t, noise), t) - noise).square().mean()
         for group in optimizer.param_groups:
-            group["lr"] = LR * min(1.0, (step + 1) / WARMUP)
+            group["lr"] = lr * min(1.0, (step + 1) / WARMUP)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -275,6 +281,15 @@ def write_evaluation(out: Path, grid: Path) -> dict:
     return quality
 
 
+def earlier_run(init: Path) -> dict:
+    """Where ``--init`` weights came from: their path and the metrics written beside them, if any.
+
+    Why: a refined model's metrics then keep the whole recipe (both runs' settings, losses and sample figures).
+    """
+    metrics = init.with_name(f"{init.stem}.metrics.json")
+    return {"path": str(init), "metrics": json.loads(metrics.read_text()) if metrics.exists() else None}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=STEPS)
@@ -287,6 +302,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="save the training state here as it goes, and continue from it if it exists")
     parser.add_argument("--num-channels", type=int, default=CONFIG.num_channels,
                         help="width of the UNet (a multiple of 32; the shipped one has 64)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these weights (a shapes-diffusion.pt) instead of random ones")
+    parser.add_argument("--max-shapes", type=int, choices=(1, 2), default=2,
+                        help="shapes per training scene at most (1: single large shapes only)")
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (2 on an idle 2-core machine); runs are bit-identical only at one count")
     args = parser.parse_args(argv)
@@ -303,10 +323,11 @@ def main() -> None:
     grid = args.grid or (REPO / "examples" if shipped_run else args.out) / f"{NAME}-samples.png"
 
     if not args.evaluate_only:
+        earlier = earlier_run(args.init) if args.init else None  # read first: --out may hold the same file
         config = dataclasses.replace(CONFIG, num_channels=args.num_channels)
-        pool = render_pool(POOL_SIZE, DATA_SEED, config.image_size)
+        pool = render_pool(POOL_SIZE, DATA_SEED, config.image_size, args.max_shapes)
         diffusion = create_diffusion(DIFFUSION_STEPS, NOISE_SCHEDULE, "", config.learn_sigma)
-        ema, losses, seconds = train(pool, diffusion, args.steps, config, args.state)
+        ema, losses, seconds = train(pool, diffusion, args.steps, config, args.state, args.init, args.lr)
         args.out.mkdir(parents=True, exist_ok=True)
         weights = args.out / f"{NAME}.pt"
         torch.save({key: value.half() for key, value in ema.state_dict().items()}, weights)
@@ -314,8 +335,9 @@ def main() -> None:
         metrics = {"config": dataclasses.asdict(config), "diffusion_steps": DIFFUSION_STEPS,
                    "noise_schedule": NOISE_SCHEDULE, "parameters": sum(p.numel() for p in ema.parameters()),
                    "file_bytes": weights.stat().st_size, "training_seconds": round(seconds, 1),
-                   "steps": args.steps, "batch": BATCH, "lr": LR, "warmup_steps": WARMUP, "ema_decay": EMA_DECAY,
-                   "pool_size": POOL_SIZE, "final_loss": float(np.mean(losses[-100:])),
+                   "steps": args.steps, "batch": BATCH, "lr": args.lr, "warmup_steps": WARMUP, "ema_decay": EMA_DECAY,
+                   "pool_size": POOL_SIZE, "max_shapes": args.max_shapes, "init": earlier,
+                   "final_loss": float(np.mean(losses[-100:])),
                    "final_loss_note": "eps MSE, mean of the last 100 steps",
                    "torch": torch.__version__, "threads": torch.get_num_threads()}
         (args.out / f"{NAME}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
