@@ -21,6 +21,7 @@ from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
 from .errors import UsageError
 from .output import load_image, pil_to_tensor
 from .perceptor import Perceptor
+from .prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from .prompts import Prompt, parse_prompts, prompt_loss
 from .settings import Settings
 
@@ -120,14 +121,16 @@ def clamp_straight_through(image: Tensor) -> Tensor:
 
 
 class Objective:
-    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
+    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image,
+    plus a diffusion prior's pull (guided by the same prompts) when one is given."""
 
     def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable[[Tensor], Tensor]]],
-                 clip_scale: float, plan: CutPlan) -> None:
+                 clip_scale: float, plan: CutPlan, prior: tuple[float, DiffusionPrior] | None = None) -> None:
         self.targets = targets
         self.regularizers = [(w, fn) for w, fn in regularizers if w != 0]
         self.clip_scale = clip_scale
         self.plan = plan
+        self.prior = prior
 
     def __call__(self, image: Tensor, progress: float = 0.0) -> Tensor:
         scored = clamp_straight_through(image)
@@ -135,13 +138,21 @@ class Objective:
         total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
         for weight, regularizer in self.regularizers:
             total = total + weight * regularizer(image)
+        if self.prior:
+            weight, prior = self.prior
+            total = total + weight * prior(image, self._guidance_loss)
         return total
+
+    def _guidance_loss(self, image: Tensor) -> Tensor:
+        """The prompt loss on the prior's prediction, with fewer cutouts than the image's own."""
+        scored = clamp_straight_through(image)
+        return sum(t.weight * t.loss(scored, (0, GUIDANCE_CUTOUTS)) for t in self.targets)
 
     def with_prompt_weights(self, weights: list[float]) -> "Objective":
         """The same objective with new prompt weights (in prompt order), e.g. while a keyed prompt fades in."""
         targets = [dataclasses.replace(t, weights=torch.tensor(weights, dtype=t.weights.dtype, device=t.weights.device))
                    for t in self.targets]
-        return Objective(targets, self.regularizers, self.clip_scale, self.plan)
+        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.prior)
 
     @torch.no_grad()
     def score(self, image: Tensor) -> Tensor:
@@ -182,7 +193,8 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
             stops=torch.tensor([p.stop for p in prompts], device=device)))
     regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
                     (settings.sat_scale, losses.saturation)]
-    return Objective(targets, regularizers, settings.clip_guidance_scale, plan)
+    prior = (settings.prior_scale, DiffusionPrior.from_settings(settings, device)) if settings.prior_scale else None
+    return Objective(targets, regularizers, settings.clip_guidance_scale, plan, prior)
 
 
 def embed_images(perceptor: Perceptor, pictures: list, device: torch.device) -> Tensor:

@@ -84,6 +84,11 @@ class Settings:
                                      "--preselect-share of the steps).")
     init_weight: float = _opt(0.0, "VQGAN: weight of a pull of the codes back toward where they started (the init "
                                    "image's).")
+    prior_scale: float = _opt(0.0, "VQGAN: weight of a diffusion prior (score distillation from --diffusion-model) "
+                                   "that pulls the image toward pictures that model knows (0: off).")
+    prior_guidance_scale: float = _opt(0.0, "VQGAN: CLIP guidance of the prior's prediction, as --clip-guidance-scale "
+                                            "guides the diffusion generator (0: an unguided prior).")
+    prior_draws: int = _opt(2, "VQGAN: noise draws of the prior per step.")
     # diffusion sampling
     diffusion_steps: int = _opt(1000, "Timesteps the diffusion model was trained with.")
     timestep_respacing: str | None = _opt(None, 'Sampling steps: "250", "ddim50", "50,100,..." (default: --steps).')
@@ -92,10 +97,11 @@ class Settings:
     eta: float = _opt(0.0, "DDIM eta (0: deterministic).")
     skip_steps: int = _opt(0, "Diffusion: start this many steps in, from the noised init image.")
     init_scale: float = _opt(0.0, "Diffusion: weight of the pixel loss toward the init image.")
-    clamp_grad: bool = _opt(True, "Diffusion: limit the guidance gradient's RMS to --clamp-max.")
-    clamp_max: float = _opt(0.05, "Diffusion: the gradient RMS limit.")
-    clamp_by_signal: bool = _opt(False, "Diffusion: scale --clamp-max by sqrt(alpha-bar) of each step, so that the "
-                                        "noisiest steps, where a push counts most, push least.")
+    clamp_grad: bool = _opt(True, "Diffusion (and --prior-guidance-scale): limit the guidance gradient's RMS "
+                            "to --clamp-max.")
+    clamp_max: float = _opt(0.05, "Diffusion (and the prior): the gradient RMS limit.")
+    clamp_by_signal: bool = _opt(False, "Diffusion (and the prior): scale --clamp-max by sqrt(alpha-bar) of each "
+                                        "step, so that the noisiest steps, where a push counts most, push least.")
     diffusion_fp16: bool = _opt(True, "Diffusion: run the UNet in half precision on CUDA (ignored on the CPU).")
     # cutouts
     cutn: int = _opt(32, "Cutouts per step.")
@@ -177,6 +183,7 @@ class Settings:
         if self.candidates and self.batch > 1:
             raise UsageError("--candidates draws one image per seed: use it without --batch")
         self._validate_preselect()
+        self._validate_prior()
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.sampler not in SAMPLERS:
@@ -216,6 +223,16 @@ class Settings:
         if self.preselect_preview == 1:
             raise UsageError(f"--preselect-preview draws each start in that many DDIM steps: give 2 or more (or 0 "
                              f"to judge the starts part-way), got {self.preselect_preview}")
+
+    def _validate_prior(self) -> None:
+        for name in ("prior_scale", "prior_guidance_scale"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise UsageError(f"--{flag(name)} must be a number, 0 or more, got {getattr(self, name)}")
+        if self.prior_draws <= 0:
+            raise UsageError(f"--prior-draws must be a positive integer, got {self.prior_draws}")
+        if self.prior_scale and self.generator == "diffusion":
+            raise UsageError("--prior-scale adds a diffusion prior to generators that lack one; the diffusion "
+                             "generator samples from its model already: use --prior-scale 0")
 
     def _validate_animation(self) -> None:
         for name in ("frames", "prompt_transition"):
