@@ -93,4 +93,3 @@ class DiffusionPrior:
     def _eps(self, x_t: Tensor, t: Tensor) -> Tensor:
         output = self.unet(x_t, t).float()
         return output[:, :3]  # a learned-sigma UNet adds three variance channels
-

@@ -164,18 +164,19 @@ class Settings:
 
     def validate(self) -> "Settings":
         """Check values that need no model; raise UsageError naming the field and the fix."""
-        for name in ("steps", "width", "height", "cutn", "batch", "keep", "diffusion_steps"):
+        for name in ("steps", "width", "height", "cutn", "batch", "keep", "diffusion_steps", "prior_draws"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")
         for name in ("lr", "cut_pow"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise UsageError(f"--{flag(name)} must be a positive number, got {value}")
-        for name in ("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale"):
+        for name in ("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale", "prior_scale",
+                     "prior_guidance_scale"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise UsageError(f"--{flag(name)} must be a finite number")
         for name in ("aug_noise", "save_every", "candidates", "preselect", "preselect_preview", "skip_steps", "eta",
-                     "clamp_max", "init_weight"):
+                     "clamp_max", "init_weight", "prior_scale", "prior_guidance_scale"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
         if self.candidates and self.keep > self.candidates:
@@ -183,7 +184,9 @@ class Settings:
         if self.candidates and self.batch > 1:
             raise UsageError("--candidates draws one image per seed: use it without --batch")
         self._validate_preselect()
-        self._validate_prior()
+        if self.prior_scale and self.generator == "diffusion":
+            raise UsageError("--prior-scale adds a diffusion prior to generators that lack one; the diffusion "
+                             "generator samples from its model already: use --prior-scale 0")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.sampler not in SAMPLERS:
@@ -223,16 +226,6 @@ class Settings:
         if self.preselect_preview == 1:
             raise UsageError(f"--preselect-preview draws each start in that many DDIM steps: give 2 or more (or 0 "
                              f"to judge the starts part-way), got {self.preselect_preview}")
-
-    def _validate_prior(self) -> None:
-        for name in ("prior_scale", "prior_guidance_scale"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise UsageError(f"--{flag(name)} must be a number, 0 or more, got {getattr(self, name)}")
-        if self.prior_draws <= 0:
-            raise UsageError(f"--prior-draws must be a positive integer, got {self.prior_draws}")
-        if self.prior_scale and self.generator == "diffusion":
-            raise UsageError("--prior-scale adds a diffusion prior to generators that lack one; the diffusion "
-                             "generator samples from its model already: use --prior-scale 0")
 
     def _validate_animation(self) -> None:
         for name in ("frames", "prompt_transition"):

@@ -1,6 +1,6 @@
 """The diffusion prior (artgen/prior.py): the bundled shapes-diffusion smooths a noisy scene and keeps it near the
-clean one (an untrained UNet does neither), CLIP guidance turns the pull toward what the prompt loss asks, its limit holds, and
-the objective and settings wire it in only where it belongs."""
+clean one (an untrained UNet does neither), CLIP guidance turns the pull toward what the prompt loss asks, its limit
+holds, and the objective and settings wire it in only where it belongs."""
 
 from __future__ import annotations
 
@@ -116,9 +116,9 @@ def test_the_objective_adds_the_prior_only_when_asked_and_keeps_it_across_prompt
 
 @pytest.mark.parametrize("overrides, message", [
     ({"generator": "diffusion", "prior_scale": 1.0}, "--prior-scale adds a diffusion prior"),
-    ({"prior_scale": -1.0}, "--prior-scale must be a number, 0 or more"),
-    ({"prior_guidance_scale": float("nan")}, "--prior-guidance-scale must be a number"),
-    ({"prior_draws": 0}, "--prior-draws must be a positive integer"),
+    ({"prior_scale": -1.0}, "--prior-scale must not be negative, got -1.0"),
+    ({"prior_guidance_scale": float("nan")}, "--prior-guidance-scale must be a finite number"),
+    ({"prior_draws": 0}, "--prior-draws must be a positive integer, got 0"),
 ])
 def test_bad_prior_settings_are_refused_with_the_fix(overrides, message):
     with pytest.raises(UsageError, match=message):
