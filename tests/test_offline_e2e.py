@@ -3,26 +3,21 @@ by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly
 
 Eight prompts per run, to stay inside the suite's time budget: every shape twice, every colour once or twice; the
 random-weight CLIP draws four of them (every shape once, same seeds). Both presets run as shipped (diffusion: 64
-previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts, tv_scale 50). The twelve
-images of a run are drawn by two one-thread processes side by side (tests/zoo_report.py's hit_rates_with_control):
-that is faster than two threads on one image at a time, and it makes the readings independent of the machine's
-thread count. On a slow 2-core machine the diffusion test took 239 s and the VQGAN test 366 s (408 s and 661 s
-before, with eight control images each, one after the other on two threads). tests/zoo_report.py runs all 24 prompts
-for the table.
+previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts, tv_scale 50 and the
+shapes-diffusion prior). The twelve images of a run are drawn by two one-thread processes side by side
+(tests/zoo_report.py's hit_rates_with_control): that is faster than two threads on one image at a time, and it makes
+the readings independent of the machine's thread count. On a slow 2-core machine the diffusion test took 239 s and
+the VQGAN test, with the prior, 335 s. tests/zoo_report.py runs all 24 prompts for the table.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere; at eight prompts one
-set of seeds says little, so they sit well below the issue's 80% colour / 60% shape, which tests/zoo_report.py
-measures on 24 prompts and several seed sets (today diffusion meets the shape bar, VQGAN+CLIP does not; see the
-README table). Measured with the width-8 shapes-clip shipped until 2026-12-03, on one thread per image, read by the
-outline-fitting checker (trained CLIP: colour and shape hits of 8; random-weight CLIP: of 4): diffusion, seeds
-200-207: 6 and 4 / 0 and 0; VQGAN+CLIP, seeds 100-107: 8 and 2 / 1 and 0. VQGAN+CLIP draws its circles and little
-else: seeds 0-7 read 6 and 2, seeds 200-207 and 300-307 one shape each, so its shape floor is one hit in eight, and
-its shape rate must top the control's by an eighth. With the width-16 shapes-clip shipped since, both runs pass on
-the same seeds, and so do both with the presets as shipped since 2026-12-04 (diffusion previews, VQGAN tv_scale 50):
-363 s for the two tests on a slow 2-core machine.
-With the shapes-diffusion UNet refined on single shapes since 2026-12-05, the diffusion test passes on the same seeds.
-Each run is tested on a seed set (SEEDS) where it clears the floors: that proves the test can pass and fail, not how
-often the shape is right, which is the table's job.
+set of seeds says little, so they sit below the issue's 80% colour / 60% shape, which tests/zoo_report.py measures
+on 24 prompts and several seed sets (README table). Each run is tested on a seed set (SEEDS) where it clears its
+floors: that proves the test can pass and fail, not how often the shape is right, which is the table's job.
+Read on one thread per image (colour and shape hits of 8 with the trained CLIP / of 4 with the random weights):
+VQGAN+CLIP with the prior (2026-12-06), seeds 100-107: 7 and 6 / 0 and 1, the shape misses a star read as a
+triangle and one read as no shape. Without the prior it drew its circles and little else (same seeds, with the
+width-8 shapes-clip: 8 and 2), and its shape floor was one hit in eight. Diffusion, seeds 200-207, read 6 and 4 /
+0 and 0 with the width-8 shapes-clip shipped until 2026-12-03, and passes with every model and preset change since.
 """
 
 import statistics
@@ -56,7 +51,7 @@ def control(tmp_path_factory):
 
 
 # run -> least colour and shape hit rates; SEEDS: the run's first seed (prompt i uses seed + i)
-FLOORS = {"vqgan": (0.75, 0.125), "diffusion": (0.5, 0.25)}
+FLOORS = {"vqgan": (0.75, 0.5), "diffusion": (0.5, 0.25)}
 SEEDS = {"vqgan": 100, "diffusion": 200}
 MARGINS = (0.25, 0.125)  # how much higher than with the random-weight CLIP the colour and shape hit rates must be
 CONTROL_EVERY = 2  # the random-weight CLIP draws prompts 0, 2, 4, 6: every shape once
@@ -74,7 +69,8 @@ def test_offline_generators_follow_the_prompt_and_a_random_clip_does_not(run, tm
 
 
 def test_vqgan_clip_loss_falls_over_a_short_run():
-    """The whole VQGAN+CLIP path with a (tiny, trained) open_clip model: 40 steps lower the prompt loss."""
+    """The whole VQGAN+CLIP path with a (tiny, trained) open_clip model and the preset's diffusion prior: 40 steps
+    lower the prompt loss."""
     settings, device, cls, specs = prepare(build_settings("offline-vqgan", overrides={
         "prompts": ["a blue square"], "steps": 40, "seed": 2}))
     objective = build_objective(settings, load_perceptors(specs, device), device)
