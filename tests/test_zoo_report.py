@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo_report
-from zoo_report import ALL_PROMPTS, HitRates, check_seed_sets, interval, measure, parse_setting, report
+from zoo_report import ALL_PROMPTS, check_seed_sets, interval, measure, parse_setting, report
 
 
 def test_parse_setting_reads_values_as_yaml() -> None:
@@ -38,20 +38,21 @@ def test_interval_is_wide_at_24_prompts_and_narrows_with_more() -> None:
 
 
 def test_measure_pools_every_seed_set_with_the_settings(monkeypatch, tmp_path: Path, capsys) -> None:
-    calls = []
+    """Seed set 0 draws every prompt as asked; set 100 every shape but only every other colour."""
+    drawn = []
 
-    def fake_hit_rates(run, prompts, folder, clip_checkpoint=None, seed=0, settings=None):
-        calls.append((run, seed, settings))
-        hits = 12 if seed == 0 else 6
-        readings = [("red", "circle")] * len(prompts)
-        return HitRates(hits / len(prompts), 1.0 if seed == 0 else 0.5, [torch.zeros(3, 8, 8)] * len(prompts),
-                        readings)
+    def fake_draw(jobs):
+        drawn.extend((run, seed, settings) for run, _, _, seed, _, _, settings in jobs)
+        return [(torch.zeros(3, 8, 8), (colour if seed < 100 or seed % 2 == 0 else "grey", shape))
+                for _, colour, shape, seed, _, _, _ in jobs]
 
-    monkeypatch.setattr(zoo_report, "hit_rates", fake_hit_rates)
+    monkeypatch.setattr(zoo_report, "draw_side_by_side", fake_draw)
     measure("diffusion", {"tv_scale": 2000}, [0, 100], tmp_path, grid=tmp_path / "grid.png")
-    assert calls == [("diffusion", 0, {"tv_scale": 2000}), ("diffusion", 100, {"tv_scale": 2000})]
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith(f"pooled, {2 * len(ALL_PROMPTS)} images: colour 38% (") and "shape 75% (" in last
+    count = len(ALL_PROMPTS)
+    assert drawn == [("diffusion", seed, {"tv_scale": 2000}) for seed in [*range(count), *range(100, 100 + count)]]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "seeds 100-123: colour 50%, shape 100%" in out[1]
+    assert out[-1].startswith(f"pooled, {2 * count} images: colour 75% (") and "shape 100% (" in out[-1]
     assert (tmp_path / "grid.png").exists()
 
 

@@ -91,20 +91,11 @@ def output_path(folder: Path, run: str, seed: int, clip_checkpoint: Path | None)
     return folder / f"{run}-{seed}-{'trained' if clip_checkpoint is None else 'control'}.png"
 
 
-def hit_rates(run: str, prompts: list[tuple[str, str]], folder: Path, clip_checkpoint: Path | None = None,
-              seed: int = 0, settings: dict | None = None) -> HitRates:
-    """One image per prompt with the run's offline preset (and ``settings`` over it); the share read as the
-    asked colour / shape. Prompt i uses seed ``seed + i``."""
-    seeds = range(seed, seed + len(prompts))
-    return tally(prompts, [draw_and_read(run, colour, shape, image_seed,
-                                         output_path(folder, run, image_seed, clip_checkpoint), clip_checkpoint, settings)
-                           for image_seed, (colour, shape) in zip(seeds, prompts)])
-
-
 def hit_rates_with_control(run: str, prompts: list[tuple[str, str]], folder: Path, control: Path, seed: int = 0,
                            control_every: int = 1) -> tuple[HitRates, HitRates]:
-    """``hit_rates`` with the trained CLIP on every prompt, and with the random-weight ``control`` on every
-    ``control_every``-th prompt (same seeds), drawn side by side by ``draw_side_by_side``."""
+    """The share of images read as their prompt's colour / shape, with the trained CLIP on every prompt and the
+    random-weight ``control`` on every ``control_every``-th prompt (prompt i uses seed ``seed + i`` in both), drawn
+    side by side by ``draw_side_by_side``."""
     jobs = [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, None), None)
             for index in range(len(prompts))]
     jobs += [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, control), control)
@@ -219,11 +210,15 @@ def shape_breakdown(readings: list) -> str:
 
 
 def measure(run: str, settings: dict, seeds: list[int], folder: Path, grid: Path | None = None) -> None:
-    """Print the run's hit rates on all prompts for each seed set (seed s: prompts use s, s+1, ...) and pooled."""
+    """Print the run's hit rates on all prompts for each seed set (seed s: prompts use s, s+1, ...) and pooled,
+    each image drawn on one thread as ``report`` draws them, so a measured change compares with the table."""
     colour_hits = shape_hits = 0
     images = []
-    for seed in seeds:
-        rates = hit_rates(run, ALL_PROMPTS, folder, seed=seed, settings=settings)
+    jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, None), None, settings)
+            for seed in seeds for index, (colour, shape) in enumerate(ALL_PROMPTS)]
+    drawn = draw_side_by_side(jobs)
+    for number, seed in enumerate(seeds):
+        rates = tally(ALL_PROMPTS, drawn[number * len(ALL_PROMPTS):(number + 1) * len(ALL_PROMPTS)])
         colour_hits += round(rates.colour * len(ALL_PROMPTS))
         shape_hits += round(rates.shape * len(ALL_PROMPTS))
         images += rates.images
