@@ -84,3 +84,46 @@ def test_overlapping_seed_sets_are_refused() -> None:
     check_seed_sets([0, 100, 24])
     with pytest.raises(SystemExit, match="overlap"):
         check_seed_sets([0, 10])
+
+
+def test_report_redraws_only_the_runs_asked_and_keeps_the_other_rows(monkeypatch, tmp_path: Path) -> None:
+    drawn_runs = set()
+
+    def fake_draw(jobs):
+        drawn_runs.update(job[0] for job in jobs)
+        return [(torch.zeros(3, 8, 8), (colour, shape)) for _, colour, shape, _, _, _ in jobs]
+
+    monkeypatch.setattr(zoo_report, "draw_side_by_side", fake_draw)
+    monkeypatch.setattr(zoo_report, "random_clip_checkpoint", lambda folder: folder / "control.safetensors")
+    monkeypatch.setattr(zoo_report, "ROOT", tmp_path)
+    earlier = report(tmp_path, [0, 100])
+    earlier = earlier.replace("| diffusion | shapes-clip | 100% (100, 100) |",
+                              "| diffusion | shapes-clip | 42% (40, 44) |")
+    drawn_runs.clear()
+    table = report(tmp_path, [0, 100], runs=["vqgan"], earlier=earlier)
+    assert drawn_runs == {"vqgan"}
+    assert "| diffusion | shapes-clip | 42% (40, 44) |" in table  # kept, not redrawn
+    assert "| vqgan | shapes-clip | 100% (100, 100) |" in table
+    with pytest.raises(SystemExit, match="no rows for diffusion on these seed sets"):
+        report(tmp_path, [0, 200], runs=["vqgan"], earlier=earlier)
+
+
+def test_an_image_drawn_with_the_same_settings_is_read_back_and_any_change_redraws(monkeypatch, tmp_path: Path):
+    quick = {"steps": 2, "cutn": 4, "prior_scale": 0}
+    output = tmp_path / "vqgan-7-trained.png"
+    image, reading = zoo_report.draw_and_read("vqgan", "red", "circle", 7, output, settings=quick)
+    redrawn = []
+
+    def fake_generate(settings, progress):
+        redrawn.append(settings)
+        raise RuntimeError("redrawn")
+
+    monkeypatch.setattr(zoo_report.artgen, "generate", fake_generate)
+    again, reading_again = zoo_report.draw_and_read("vqgan", "red", "circle", 7, output, settings=quick)
+    assert not redrawn and reading_again == reading
+    assert torch.allclose(again, image, atol=1 / 255)  # the PNG's 8 bits
+    with pytest.raises(RuntimeError, match="redrawn"):  # another setting
+        zoo_report.draw_and_read("vqgan", "red", "circle", 7, output, settings={**quick, "steps": 3})
+    with pytest.raises(RuntimeError, match="redrawn"):  # another seed
+        zoo_report.draw_and_read("vqgan", "red", "circle", 8, output, settings=quick)
+    assert [(settings.steps, settings.seed) for settings in redrawn] == [(3, 7), (2, 8)]

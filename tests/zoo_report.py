@@ -5,6 +5,9 @@ with the CLIP-free checker; also the README's report table and the example grids
         # all 24 prompts on three seed sets, every run in RUNS: README table + grids
     .venv/bin/python tests/zoo_report.py --measure diffusion --seeds 0 100 --set tv_scale=2000
         # one run with changed settings, over several seed sets, with a 95% interval: is a change real?
+    .venv/bin/python tests/zoo_report.py --write --seeds 0 100 200 --runs vqgan --images runs/zoo
+        # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
+        # --images folder drew with the same settings (and any an interrupted report left)
 
 tests/test_offline_e2e.py runs a few prompts of the same measurement in the suite.
 """
@@ -18,14 +21,17 @@ import multiprocessing
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +41,10 @@ from shape_checker import read  # noqa: E402
 import artgen  # noqa: E402
 from artgen.errors import UserError  # noqa: E402
 from artgen.models import hub  # noqa: E402
-from artgen.output import contact_sheet, save_png  # noqa: E402
+from artgen.output import contact_sheet, read_metadata, save_png  # noqa: E402
 from artgen.perceptor import register_model_config  # noqa: E402
 from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
+from artgen.settings import Settings, build_settings  # noqa: E402
 
 # Each measured run: its name in the table and the grid's file name -> (preset, extra settings). The presets as
 # shipped, and diffusion as the best of two runs by CLIP score (README: "--candidates 2"), which is not in the
@@ -69,14 +76,25 @@ def random_clip_checkpoint(folder: Path) -> Path:
 def draw_and_read(run: str, colour: str, shape: str, seed: int, output: Path, clip_checkpoint: Path | None = None,
                   settings: dict | None = None) -> tuple[torch.Tensor, tuple[str, str]]:
     """One image for "a COLOUR SHAPE" with the run's offline preset (and ``settings`` over it), and what the
-    checker reads in it."""
+    checker reads in it. An image already at ``output`` that was drawn with the same settings is read, not redrawn:
+    an interrupted report resumes, and a measured change's images count in the table (``--images``)."""
     preset, extra = RUNS[run]
-    extra = {**extra, **(settings or {})}
+    overrides = {**extra, **(settings or {}), "prompts": [f"a {colour} {shape}"], "seed": seed, "output": str(output),
+                 "overwrite": True}
     if clip_checkpoint:
-        extra = {**extra, "clip_checkpoint": [str(clip_checkpoint)]}
-    result = artgen.generate(preset=preset, prompts=[f"a {colour} {shape}"], seed=seed, output=str(output),
-                             overwrite=True, progress=False, **extra)
+        overrides["clip_checkpoint"] = [str(clip_checkpoint)]
+    recipe = build_settings(preset, overrides=overrides)
+    if drawn_with(output, recipe):
+        with Image.open(output) as picture:
+            image = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1).float() / 255
+        return image, read(str(output))
+    result = artgen.generate(recipe, progress=False)
     return result.images[0], read(str(result.path))
+
+
+def drawn_with(path: Path, settings: Settings) -> bool:
+    """Whether ``path`` is an artgen image drawn with exactly these settings (seed and prompt included)."""
+    return path.exists() and read_metadata(path).get("settings") == json.loads(json.dumps(settings.to_dict()))
 
 
 def tally(prompts: list[tuple[str, str]], drawn: list[tuple[torch.Tensor, tuple[str, str]]]) -> HitRates:
@@ -132,7 +150,8 @@ def summary(name: str, metrics: dict) -> str:
         return (f"zero-shot colour {accuracy.get('colour_full', float('nan')):.0%}, "
                 f"shape {accuracy.get('shape_full', float('nan')):.0%} (held-out scenes)")
     if name == "shapes-vqgan":
-        return f"reconstruction MSE {metrics.get('mse', float('nan')):.4f}, PSNR {metrics.get('psnr_db', float('nan')):.1f} dB"
+        return (f"reconstruction MSE {metrics.get('mse', float('nan')):.4f}, "
+                f"PSNR {metrics.get('psnr_db', float('nan')):.1f} dB")
     samples = metrics.get("samples", {})
     ddpm = samples.get("ddpm_100_steps", {})
     shapes = ", ".join(f"{kind} {share:.0%}" for kind, share in ddpm.get("shapes_read", {}).items() if share)
@@ -141,17 +160,21 @@ def summary(name: str, metrics: dict) -> str:
             f"read as {shapes or '?'} (real scenes about 25% each)")
 
 
-def report(folder: Path, seeds: list[int]) -> str:
+def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), earlier: str = "") -> str:
     """The README table: the zoo's metrics, then each run's hit rates pooled over the seed sets ``seeds`` (and per
-    set), and the random-weight control's on the first set; each run's grid shows the first set's images."""
+    set), and the random-weight control's on the first set; each run's grid shows the first set's images. Runs not
+    in ``runs`` keep their rows from the ``earlier`` table, which must have been drawn on the same seed sets."""
     control = random_clip_checkpoint(folder)
     sets = ", ".join(map(str, seeds))
-    lines = ["| model | size | quality |", "|---|---|---|", *zoo_rows(), "",
-             f"End to end, {len(ALL_PROMPTS)} prompts \"a COLOUR SHAPE\" (6 colours x 4 shapes), one image each, "
-             f"on the seed sets {sets} (seed set s: prompt i uses seed s + i; each set's rate in brackets; the random "
-             f"weights draw set {seeds[0]}), read by the CLIP-free checker, each image drawn on one thread:", "",
+    sentence = (f"End to end, {len(ALL_PROMPTS)} prompts \"a COLOUR SHAPE\" (6 colours x 4 shapes), one image each, "
+                f"on the seed sets {sets} (seed set s: prompt i uses seed s + i; each set's rate in brackets; the "
+                f"random weights draw set {seeds[0]}), read by the CLIP-free checker, each image drawn on one thread:")
+    lines = ["| model | size | quality |", "|---|---|---|", *zoo_rows(), "", sentence, "",
              "| run | CLIP | colour hit rate | shape hit rate |", "|---|---|---|---|"]
     for run in RUNS:
+        if run not in runs:
+            lines += earlier_rows(earlier, run, sentence)
+            continue
         jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, clip), clip)
                 for seed, clip in [(seed, None) for seed in seeds] + [(seeds[0], control)]
                 for index, (colour, shape) in enumerate(ALL_PROMPTS)]
@@ -168,6 +191,15 @@ def report(folder: Path, seeds: list[int]) -> str:
         save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{run}-grid.png",
                  {"prompts": labels, "seed": seeds[0]})
     return "\n".join(lines)
+
+
+def earlier_rows(earlier: str, run: str, sentence: str) -> list[str]:
+    """The ``run``'s rows of the earlier table, which must describe the same seed sets as ``sentence``."""
+    name = run.replace("-", " ")
+    rows = [line for line in earlier.splitlines() if line.startswith(f"| {name} |")]
+    if sentence not in earlier.split("\n") or not rows:
+        raise SystemExit(f"the README's table has no rows for {run} on these seed sets; add {run} to --runs")
+    return rows
 
 
 def pooled_with_sets(rates: list[float]) -> str:
@@ -242,6 +274,12 @@ def check_seed_sets(seeds: list[int]) -> None:
                          f"these overlap; space them at least {len(ALL_PROMPTS)} apart, for example 0 100 200")
 
 
+def readme_table() -> str:
+    """The table between the README's zoo-report markers."""
+    match = re.search(f"{re.escape(START)}\n(.*)\n{re.escape(END)}", (ROOT / "README.md").read_text(), flags=re.S)
+    return match.group(1) if match else ""
+
+
 def write_readme(table: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -257,17 +295,22 @@ if __name__ == "__main__":
                         help="a generate() setting over the run's preset (repeatable), e.g. clip_checkpoint=[FILE]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="first seed of each seed set")
     parser.add_argument("--grid", type=Path, help="with --measure: save the images as a contact sheet here")
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
+                        help="draw only these runs; the others keep their rows in the README's table")
+    parser.add_argument("--images", type=Path, help="keep the images here, and reuse those drawn with the same "
+                        "settings (a --measure of a change, then --write with it shipped, draws it once)")
     args = parser.parse_args()
     check_seed_sets(args.seeds)
-    if args.measure:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.images or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        if args.measure:
             try:
-                measure(args.measure, dict(map(parse_setting, args.settings)), args.seeds, Path(tmp), args.grid)
+                measure(args.measure, dict(map(parse_setting, args.settings)), args.seeds, folder, args.grid)
             except UserError as error:
                 raise SystemExit(f"error: {error}") from None
-        raise SystemExit(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        table = report(Path(tmp), args.seeds)
+            raise SystemExit(0)
+        table = report(folder, args.seeds, args.runs, readme_table())
     print(table)
     if args.write:
         write_readme(table)
