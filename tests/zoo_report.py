@@ -5,7 +5,7 @@ with the CLIP-free checker; also the README's report table and the example grids
         # all 24 prompts on three seed sets, every run in RUNS: README table + grids
     .venv/bin/python tests/zoo_report.py --measure diffusion --seeds 0 100 --set tv_scale=2000
         # one run with changed settings, over several seed sets, with a 95% interval: is a change real?
-    .venv/bin/python tests/zoo_report.py --write --seeds 0 100 200 --runs vqgan --images runs/zoo
+    .venv/bin/python tests/zoo_report.py --write --seeds 0 100 200 --runs vqgan --images /tmp/zoo-images
         # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
         # --images folder drew with the same settings (and any an interrupted report left)
 
