@@ -298,7 +298,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
                         help="draw only these runs; the others keep their rows in the README's table")
     parser.add_argument("--images", type=Path, help="keep the images here, and reuse those drawn with the same "
-                        "settings (a --measure of a change, then --write with it shipped, draws it once)")
+                        "settings (a --measure of a change, then --write with it shipped, draws it once); the "
+                        "code is not compared: start a new folder after changing artgen or the models")
     args = parser.parse_args()
     check_seed_sets(args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
