@@ -61,9 +61,9 @@ def test_report_pools_the_seed_sets_and_draws_the_control_on_the_first(monkeypat
     drawn_seeds = []
 
     def fake_draw(jobs):
-        drawn_seeds.extend((seed, clip is None) for _, _, _, seed, _, clip in jobs)
+        drawn_seeds.extend((seed, clip is None) for _, _, _, seed, _, clip, _ in jobs)
         readings = [("grey", None) if clip else (colour, shape if seed < 100 or seed % 2 == 0 else "blob")
-                    for _, colour, shape, seed, _, clip in jobs]
+                    for _, colour, shape, seed, _, clip, _ in jobs]
         return [(torch.zeros(3, 8, 8), reading) for reading in readings]
 
     monkeypatch.setattr(zoo_report, "draw_side_by_side", fake_draw)
@@ -91,7 +91,7 @@ def test_report_redraws_only_the_runs_asked_and_keeps_the_other_rows(monkeypatch
 
     def fake_draw(jobs):
         drawn_runs.update(job[0] for job in jobs)
-        return [(torch.zeros(3, 8, 8), (colour, shape)) for _, colour, shape, _, _, _ in jobs]
+        return [(torch.zeros(3, 8, 8), (colour, shape)) for _, colour, shape, _, _, _, _ in jobs]
 
     monkeypatch.setattr(zoo_report, "draw_side_by_side", fake_draw)
     monkeypatch.setattr(zoo_report, "random_clip_checkpoint", lambda folder: folder / "control.safetensors")

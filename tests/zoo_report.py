@@ -122,6 +122,17 @@ def hit_rates_with_control(run: str, prompts: list[tuple[str, str]], folder: Pat
     return tally(prompts, drawn[:len(prompts)]), tally(prompts[::control_every], drawn[len(prompts):])
 
 
+def draw_seed_sets(run: str, folder: Path, sets: list[tuple[int, Path | None]],
+                   settings: dict | None = None) -> list[HitRates]:
+    """Every prompt once for each (first seed, CLIP checkpoint or None for the trained one) in ``sets``, all drawn
+    side by side; each set's hit rates. Prompt i of a set uses seed ``first seed + i``."""
+    jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, clip), clip, settings)
+            for seed, clip in sets for index, (colour, shape) in enumerate(ALL_PROMPTS)]
+    drawn = draw_side_by_side(jobs)
+    count = len(ALL_PROMPTS)
+    return [tally(ALL_PROMPTS, drawn[start:start + count]) for start in range(0, len(drawn), count)]
+
+
 def draw_side_by_side(jobs: list[tuple]) -> list[tuple[torch.Tensor, tuple[str, str]]]:
     """``draw_and_read(*job)`` for every job, by two one-thread processes side by side, in job order.
 
@@ -175,12 +186,7 @@ def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), ea
         if run not in runs:
             lines += earlier_rows(earlier, run, sentence)
             continue
-        jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, clip), clip)
-                for seed, clip in [(seed, None) for seed in seeds] + [(seeds[0], control)]
-                for index, (colour, shape) in enumerate(ALL_PROMPTS)]
-        drawn = draw_side_by_side(jobs)
-        per_set = [tally(ALL_PROMPTS, drawn[start:start + len(ALL_PROMPTS)])
-                   for start in range(0, len(drawn), len(ALL_PROMPTS))]
+        per_set = draw_seed_sets(run, folder, [(seed, None) for seed in seeds] + [(seeds[0], control)])
         trained, random = per_set[:-1], per_set[-1]
         name = run.replace("-", " ")
         lines.append(f"| {name} | shapes-clip | {pooled_with_sets([r.colour for r in trained])} | "
@@ -246,11 +252,7 @@ def measure(run: str, settings: dict, seeds: list[int], folder: Path, grid: Path
     each image drawn on one thread as ``report`` draws them, so a measured change compares with the table."""
     colour_hits = shape_hits = 0
     images = []
-    jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, None), None, settings)
-            for seed in seeds for index, (colour, shape) in enumerate(ALL_PROMPTS)]
-    drawn = draw_side_by_side(jobs)
-    for number, seed in enumerate(seeds):
-        rates = tally(ALL_PROMPTS, drawn[number * len(ALL_PROMPTS):(number + 1) * len(ALL_PROMPTS)])
+    for seed, rates in zip(seeds, draw_seed_sets(run, folder, [(seed, None) for seed in seeds], settings)):
         colour_hits += round(rates.colour * len(ALL_PROMPTS))
         shape_hits += round(rates.shape * len(ALL_PROMPTS))
         images += rates.images
