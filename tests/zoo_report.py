@@ -26,12 +26,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 import yaml
-from PIL import Image
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +39,7 @@ from shape_checker import read  # noqa: E402
 import artgen  # noqa: E402
 from artgen.errors import UserError  # noqa: E402
 from artgen.models import hub  # noqa: E402
-from artgen.output import contact_sheet, read_metadata, save_png  # noqa: E402
+from artgen.output import contact_sheet, load_image, pil_to_tensor, read_metadata, save_png  # noqa: E402
 from artgen.perceptor import register_model_config  # noqa: E402
 from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
 from artgen.settings import Settings, build_settings  # noqa: E402
@@ -85,9 +83,7 @@ def draw_and_read(run: str, colour: str, shape: str, seed: int, output: Path, cl
         overrides["clip_checkpoint"] = [str(clip_checkpoint)]
     recipe = build_settings(preset, overrides=overrides)
     if drawn_with(output, recipe):
-        with Image.open(output) as picture:
-            image = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1).float() / 255
-        return image, read(str(output))
+        return pil_to_tensor(load_image(output, "drawn image"))[0], read(str(output))
     result = artgen.generate(recipe, progress=False)
     return result.images[0], read(str(result.path))
 
