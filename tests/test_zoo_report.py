@@ -122,8 +122,13 @@ def test_an_image_drawn_with_the_same_settings_is_read_back_and_any_change_redra
     again, reading_again = zoo_report.draw_and_read("vqgan", "red", "circle", 7, output, settings=quick)
     assert not redrawn and reading_again == reading
     assert torch.allclose(again, image, atol=1 / 255)  # the PNG's 8 bits
+    moved = tmp_path / "moved" / output.name
+    moved.parent.mkdir()
+    output.rename(moved)
+    zoo_report.draw_and_read("vqgan", "red", "circle", 7, moved, settings=quick)
+    assert not redrawn  # a folder of images can be moved
     with pytest.raises(RuntimeError, match="redrawn"):  # another setting
-        zoo_report.draw_and_read("vqgan", "red", "circle", 7, output, settings={**quick, "steps": 3})
+        zoo_report.draw_and_read("vqgan", "red", "circle", 7, moved, settings={**quick, "steps": 3})
     with pytest.raises(RuntimeError, match="redrawn"):  # another seed
-        zoo_report.draw_and_read("vqgan", "red", "circle", 8, output, settings=quick)
+        zoo_report.draw_and_read("vqgan", "red", "circle", 8, moved, settings=quick)
     assert [(settings.steps, settings.seed) for settings in redrawn] == [(3, 7), (2, 8)]

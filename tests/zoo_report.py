@@ -89,8 +89,14 @@ def draw_and_read(run: str, colour: str, shape: str, seed: int, output: Path, cl
 
 
 def drawn_with(path: Path, settings: Settings) -> bool:
-    """Whether ``path`` is an artgen image drawn with exactly these settings (seed and prompt included)."""
-    return path.exists() and read_metadata(path).get("settings") == json.loads(json.dumps(settings.to_dict()))
+    """Whether ``path`` is an artgen image drawn with exactly these settings (seed and prompt included). Where it was
+    written is left out: it does not change the drawing, and a folder of images may be moved or copied."""
+    if not path.exists():
+        return False
+    recorded = dict(read_metadata(path).get("settings") or {})
+    wanted = json.loads(json.dumps(settings.to_dict()))
+    recorded.pop("output", None), wanted.pop("output", None)
+    return recorded == wanted
 
 
 def tally(prompts: list[tuple[str, str]], drawn: list[tuple[torch.Tensor, tuple[str, str]]]) -> HitRates:
