@@ -3,21 +3,27 @@ by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly
 
 Eight prompts per run, to stay inside the suite's time budget: every shape twice, every colour once or twice; the
 random-weight CLIP draws four of them (every shape once, same seeds). Both presets run as shipped (diffusion: 64
-previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts, tv_scale 50 and the
+previews of 5 DDIM steps, the best noised back to 40% of the way; VQGAN+CLIP: 32 cutouts, tv_scale 10 and the
 shapes-diffusion prior). The twelve images of a run are drawn by two one-thread processes side by side
 (tests/zoo_report.py's hit_rates_with_control): that is faster than two threads on one image at a time, and it makes
-the readings independent of the machine's thread count. On a slow 2-core machine the diffusion test took 239 s and
-the VQGAN test, with the prior, 335 s. tests/zoo_report.py runs all 24 prompts for the table.
+the readings independent of the machine's thread count. On a 2-core machine the diffusion test took 239 s and the
+VQGAN test 335 s; on one 2.2x slower, the VQGAN test took 13 minutes. tests/zoo_report.py runs all 24 prompts for
+the table.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere; at eight prompts one
 set of seeds says little, so they sit below the issue's 80% colour / 60% shape, which tests/zoo_report.py measures
 on 24 prompts and several seed sets (README table). Each run is tested on a seed set (SEEDS) where it clears its
 floors: that proves the test can pass and fail, not how often the shape is right, which is the table's job.
+VQGAN+CLIP's floors are the highest that a run drawing at the table's rates misses less than one time in a hundred
+on another CPU: with its shape rates over seed sets 0, 100, 200 (circles 18 of 18, triangles 16, stars 9, squares 5)
+these eight prompts expect 5.3 shape hits, and 3 or fewer come one time in thirty, 2 or fewer one in six hundred; at
+its 90% colour rate, 5 or fewer colour hits come one time in twenty-five, 4 or fewer one in two hundred.
 Read on one thread per image (colour and shape hits of 8 with the trained CLIP / of 4 with the random weights):
-VQGAN+CLIP with the prior (2026-12-06), seeds 100-107: 7 and 6 / 0 and 1, the shape misses a star read as a
-triangle and one read as no shape. Without the prior it drew its circles and little else (same seeds, with the
-width-8 shapes-clip: 8 and 2), and its shape floor was one hit in eight. Diffusion, seeds 200-207, read 6 and 4 /
-0 and 0 with the width-8 shapes-clip shipped until 2026-12-03, and passes with every model and preset change since.
+VQGAN+CLIP with the prior and tv_scale 10 (2026-12-07), seeds 100-107: 7 and 4 / 0 and 0, the misses both stars, a
+triangle and a square read as no shape (the square also read red). With tv_scale 50 (2026-12-06) the same seeds read
+7 and 6 / 0 and 1 on one machine and 7 and 3 on another. Without the prior it drew its circles and little else (same
+seeds, with the width-8 shapes-clip: 8 and 2). Diffusion, seeds 200-207, read 6 and 4 / 0 and 0 with the width-8
+shapes-clip shipped until 2026-12-03, and passes with every model and preset change since.
 """
 
 import statistics
@@ -51,7 +57,7 @@ def control(tmp_path_factory):
 
 
 # run -> least colour and shape hit rates; SEEDS: the run's first seed (prompt i uses seed + i)
-FLOORS = {"vqgan": (0.75, 0.5), "diffusion": (0.5, 0.25)}
+FLOORS = {"vqgan": (0.625, 0.375), "diffusion": (0.5, 0.25)}
 SEEDS = {"vqgan": 100, "diffusion": 200}
 MARGINS = (0.25, 0.125)  # how much higher than with the random-weight CLIP the colour and shape hit rates must be
 CONTROL_EVERY = 2  # the random-weight CLIP draws prompts 0, 2, 4, 6: every shape once
@@ -83,9 +89,9 @@ def test_vqgan_clip_loss_falls_over_a_short_run():
     assert sum(losses[-5:]) < sum(losses[:5])
 
 
-# Issue 7 aims at 2%. One run is a poor judge: the optimization is chaotic, and with the offline-vqgan preset as
-# shipped since 2026-12-04 (tv_scale 50) bf16 ends single runs 0.5-9% from fp32 (benchmarks/bench_quality.py, 40
-# steps, seeds 2 and 3: median 1.5%; the blue square of seed 2, this test's one run until then, 5.5%). The median
+# Issue 7 aims at 2%. One run is a poor judge: the optimization is chaotic, and with the offline-vqgan preset at
+# tv_scale 50 and no prior (final_loss pins both) bf16 ends single runs 0.5-9% from fp32 (benchmarks/bench_quality.py,
+# 40 steps, seeds 2 and 3: median 1.5%; the blue square of seed 2, this test's one run until then, 5.5%). The median
 # of the six prompts' gaps ignores the chaotic outliers and still catches fast settings that move every run; the
 # six gaps of seed 2 read 1.2-9.1%, median 1.4%. The tolerance leaves room for other CPUs' bf16 kernels.
 FAST_SETTINGS_TOLERANCE = 5.0  # percent
