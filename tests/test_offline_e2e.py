@@ -17,7 +17,10 @@ floors: that proves the test can pass and fail, not how often the shape is right
 VQGAN+CLIP's floors are the highest that a run drawing at the table's rates misses less than one time in a hundred
 on another CPU: with its shape rates over seed sets 0, 100, 200 (circles 18 of 18, triangles 16, stars 9, squares 5)
 these eight prompts expect 5.3 shape hits, and 3 or fewer come one time in thirty, 2 or fewer one in six hundred; at
-its 90% colour rate, 5 or fewer colour hits come one time in twenty-five, 4 or fewer one in two hundred.
+its 90% colour rate, 5 or fewer colour hits come one time in twenty-five, 4 or fewer one in two hundred. The margins
+over the random-weight CLIP add to that (17% colour, 21% shape in the table: when its four images read two shapes,
+five of eight are needed): a CPU that sends every run elsewhere fails this test about one time in twelve (the
+floors of 6 and 4 of 8 used until 2026-12-06: one in eight).
 Read on one thread per image (colour and shape hits of 8 with the trained CLIP / of 4 with the random weights):
 VQGAN+CLIP with the prior and tv_scale 10 (2026-12-07), seeds 100-107: 7 and 4 / 0 and 0, the misses both stars, a
 triangle and a square read as no shape (the square also read red). With tv_scale 50 (2026-12-06) the same seeds read
