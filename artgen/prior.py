@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .generators.diffusion import load_model
+from .generators.diffusion import blend_prediction, limit_guidance, load_model
 from .models.diffusion import create_diffusion
 from .models.unet import UNetModel
 from .settings import Settings
@@ -80,15 +80,12 @@ class DiffusionPrior:
             x = x_t.detach().requires_grad_(True)
             eps = self._eps(x, t)
             predicted = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
-            noise_share = (1 - alpha_bar).sqrt()
-            blended = predicted * noise_share + x * (1 - noise_share)  # scored as the diffusion generator does
+            blended = blend_prediction(predicted, x, (1 - alpha_bar).sqrt())  # scored as the diffusion generator does
             grad = -torch.autograd.grad(self.guidance_scale * clip_loss(blended.add(1).div(2)), x)[0]
-        grad = torch.nan_to_num(grad)
-        if self.clamp_max is not None:
-            rms = grad.flatten(1).square().mean(1).sqrt().view(-1, 1, 1, 1)
-            limit = self.clamp_max * alpha_bar.sqrt() if self.clamp_by_signal else torch.full_like(rms, self.clamp_max)
-            grad = grad * torch.minimum(rms, limit) / rms.clamp(min=1e-12)
-        return eps.detach(), grad
+        limit = self.clamp_max
+        if limit is not None and self.clamp_by_signal:
+            limit = limit * alpha_bar.sqrt()
+        return eps.detach(), limit_guidance(grad, limit, per_draw=True)
 
     def _eps(self, x_t: Tensor, t: Tensor) -> Tensor:
         output = self.unet(x_t, t).float()

@@ -78,6 +78,24 @@ def check_size(settings: Settings, config: UNetConfig) -> None:
                          f"width and height must be multiples of {factor} (e.g. {config.image_size})")
 
 
+def blend_prediction(predicted: Tensor, x_t: Tensor, noise_share: float | Tensor) -> Tensor:
+    """What CLIP scores at step t: the predicted clean picture mixed with x_t by the step's noise share
+    (sqrt(1 - alpha-bar)), so mostly the prediction while x_t is mostly noise, and mostly x_t itself once it holds
+    the picture. The diffusion generator and the prior score the same thing, so one preset's guidance suits both."""
+    return predicted * noise_share + x_t * (1 - noise_share)
+
+
+def limit_guidance(grad: Tensor, limit: float | Tensor | None, per_draw: bool = False) -> Tensor:
+    """CLIP's guidance gradient with NaNs zeroed and its RMS cut to at most ``limit`` (None: left as it is), over the
+    whole batch or, with ``per_draw``, over each draw on its own (``limit`` may then hold one value per draw). The
+    raw gradient's size swings by orders of magnitude between steps; the limit keeps any one step from taking over."""
+    grad = torch.nan_to_num(grad)
+    if limit is None:
+        return grad
+    rms = grad.flatten(1).square().mean(1).sqrt().view(-1, 1, 1, 1) if per_draw else grad.square().mean().sqrt()
+    return grad * rms.clamp(max=limit) / rms.clamp(min=1e-12)
+
+
 class DiffusionGenerator:
     """Owns x_t and the position in the sampling schedule; one loop step is one sampler step."""
 
@@ -142,8 +160,8 @@ class DiffusionGenerator:
         x = self.x.detach().requires_grad_(True)
         output = self._model_output(x, t)
         out = self.diffusion.p_mean_variance(output, x, t, clip_denoised=False)
-        fac = float(self.diffusion.sqrt_one_minus_alphas_cumprod[self.timesteps[self.index]])
-        blended = out["pred_xstart"] * fac + x * (1 - fac)
+        noise_share = float(self.diffusion.sqrt_one_minus_alphas_cumprod[self.timesteps[self.index]])
+        blended = blend_prediction(out["pred_xstart"], x, noise_share)
         self._render = (x, output, blended)
         self._pred = out["pred_xstart"].detach()
         return blended.add(1).div(2)
@@ -153,10 +171,7 @@ class DiffusionGenerator:
         if self.settings.init_scale and self.init is not None:
             loss = loss + self.settings.init_scale * (blended - self.init).pow(2).mean()
         grad = -torch.autograd.grad(loss, x)[0]
-        grad = torch.nan_to_num(grad)
-        if self.settings.clamp_grad:
-            magnitude = grad.square().mean().sqrt()
-            grad = grad * magnitude.clamp(max=self._clamp_limit()) / magnitude.clamp(min=1e-12)
+        grad = limit_guidance(grad, self._clamp_limit() if self.settings.clamp_grad else None)
         out = self._sampler_step(self.x, self.index, output.detach(), grad)
         self.x = out["sample"]
         self._pred = out["pred_xstart"]
