@@ -95,7 +95,8 @@ def drawn_with(path: Path, settings: Settings) -> bool:
         return False
     recorded = dict(read_metadata(path).get("settings") or {})
     wanted = json.loads(json.dumps(settings.to_dict()))
-    recorded.pop("output", None), wanted.pop("output", None)
+    recorded.pop("output", None)
+    wanted.pop("output", None)
     return recorded == wanted
 
 
