@@ -113,13 +113,13 @@ def output_path(folder: Path, run: str, seed: int, clip_checkpoint: Path | None)
 
 
 def hit_rates_with_control(run: str, prompts: list[tuple[str, str]], folder: Path, control: Path, seed: int = 0,
-                           control_every: int = 1) -> tuple[HitRates, HitRates]:
+                           control_every: int = 1, settings: dict | None = None) -> tuple[HitRates, HitRates]:
     """The share of images read as their prompt's colour / shape, with the trained CLIP on every prompt and the
     random-weight ``control`` on every ``control_every``-th prompt (prompt i uses seed ``seed + i`` in both), drawn
-    side by side by ``draw_side_by_side``."""
-    jobs = [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, None), None)
+    side by side by ``draw_side_by_side``, with ``settings`` over the run's preset."""
+    jobs = [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, None), None, settings)
             for index in range(len(prompts))]
-    jobs += [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, control), control)
+    jobs += [(run, *prompts[index], seed + index, output_path(folder, run, seed + index, control), control, settings)
              for index in range(0, len(prompts), control_every)]
     drawn = draw_side_by_side(jobs)
     return tally(prompts, drawn[:len(prompts)]), tally(prompts[::control_every], drawn[len(prompts):])
