@@ -9,7 +9,7 @@ with the CLIP-free checker; also the README's report table and the example grids
         # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
         # --images folder drew with the same settings (and any an interrupted report left)
 
-tests/test_offline_e2e.py runs a few prompts of the same measurement in the suite.
+tests/test_offline_e2e.py runs a few prompts of the same measurement in the suite (VQGAN+CLIP at half its steps).
 """
 
 from __future__ import annotations
