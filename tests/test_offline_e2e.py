@@ -11,9 +11,9 @@ the suite's 19 minutes on that CPU, at 100 seven. tests/zoo_report.py measures t
 prompts and three seed sets, for the README table.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere; at eight prompts one set
-of seeds says little, so they sit below the issue's 80% colour / 60% shape. Each floor is the highest that a run
-drawing at its measured rates misses less than one time in a hundred on another CPU. VQGAN+CLIP at 100 steps, seed
-sets 0, 100, 200, one thread per image (2026-12-07): colour 90%, shape 60% (43 of 72: circles 18 of 18, triangles 13,
+of seeds says little, so they sit below the issue's 80% colour / 60% shape. VQGAN+CLIP's are the highest that a run
+drawing at its measured rates misses less than one time in a hundred on another CPU. At 100 steps, over seed sets 0,
+100, 200, one thread per image (2026-12-07), it drew colour 90%, shape 60% (43 of 72: circles 18 of 18, triangles 13,
 stars 9, squares 3); its random-weight CLIP on set 0: 17% / 17%. These eight prompts then expect 4.8 shape hits; 2
 or fewer come one time in seventy-five, 1 or fewer almost never, so the shape floor is 2 of 8, which the two circles
 alone can meet: shape steering beyond circles is the table's to show, and the margin over the random-weight CLIP (which
