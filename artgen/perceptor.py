@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import logging
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +20,13 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UsageError, UserError
-from .models.checkpoints import load_safely
+from .models.checkpoints import load_safely, load_script_weights
+from .models.torchscript import is_torchscript
 from .speed import maybe_compile, to_channels_last
 
 SPEC_HINT = 'write CLIP models as "name:pretrained:weight", e.g. "ViT-B-32:openai" or "RN50:openai:0.5"'
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata in OpenAI's files
+SCRIPT_FIX = "give OpenAI's original .pt, an open_clip state dict or a .safetensors file"
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,13 @@ def load_perceptor(spec: ClipSpec, device: torch.device, channels_last: bool = F
     check_spec(spec)
     quick_gelu = spec.pretrained == "openai"  # OpenAI's weights were trained with QuickGELU
     if spec.checkpoint:
+        path = Path(spec.checkpoint)
+        state, openai_layout = _read_state(path)
+        if openai_layout and not quick_gelu and not _config_has_quick_gelu(spec.model):
+            _warn_quick_gelu(spec.model, path)
+            quick_gelu = True
         model = _create(spec.model, None, quick_gelu)
-        _load_local(model, Path(spec.checkpoint))
+        _load_local(model, state, path)
     elif spec.pretrained:
         model = _download(spec, quick_gelu)
     else:
@@ -176,9 +182,18 @@ def _chain(error: BaseException | None):
         error = error.__cause__ or error.__context__
 
 
-def _load_local(model: nn.Module, path: Path) -> None:
-    """Load an open_clip/OpenAI state dict (``.pt``, ``.bin`` or ``.safetensors``) with shape checks."""
-    state = _read_state(path)
+def _config_has_quick_gelu(name: str) -> bool:
+    return bool((open_clip.get_model_config(name) or {}).get("quick_gelu"))
+
+
+def _warn_quick_gelu(name: str, path: Path) -> None:
+    hint = f" (say so with --clip {name}-quickgelu)" if f"{name}-quickgelu" in open_clip.list_models() else ""
+    logging.getLogger("artgen").warning("CLIP checkpoint %s holds OpenAI-layout weights trained with QuickGELU: "
+                                        "building %s with QuickGELU%s", path, name, hint)
+
+
+def _load_local(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """Load a state dict read from ``path`` into the model, checking every key and shape first."""
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:
@@ -191,35 +206,31 @@ def _load_local(model: nn.Module, path: Path) -> None:
     model.load_state_dict({k: v for k, v in state.items() if k in expected})
 
 
-def _read_state(path: Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, a TorchScript archive (only its tensors are read), or a .pt/.bin."""
-    if path.suffix == ".safetensors" or _is_torchscript(path):
-        if not path.is_file():
-            raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+def _read_state(path: Path) -> tuple[dict[str, Tensor], bool]:
+    """A state dict from .safetensors, a TorchScript archive (only its tensors are read) or a .pt/.bin;
+    and whether the file shows OpenAI's layout (its metadata keys, or QuickGELU modules), whose
+    weights need QuickGELU."""
+    if not path.is_file():
+        raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+    quick_gelu_modules = False
+    if path.suffix == ".safetensors":
         try:
-            if path.suffix == ".safetensors":
-                state = load_file(str(path))
-            else:
-                state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception as error:  # both libraries raise assorted types for damaged files
+            state = load_file(str(path))
+        except Exception as error:  # safetensors raises assorted types for damaged files
             raise UserError(f"CLIP checkpoint {path} is unreadable or truncated ({type(error).__name__}): "
                             "download it again") from None
+    elif is_torchscript(path):
+        weights = load_script_weights(path, "CLIP checkpoint", SCRIPT_FIX)
+        state = weights.state
+        quick_gelu_modules = any(name.endswith(".QuickGELU") for name in weights.classes)
     else:
         state = load_safely(path, "CLIP checkpoint", "check the --clip-checkpoint path")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"CLIP checkpoint {path} is not a state dict of tensors: give an open_clip checkpoint")
-    return {k.removeprefix("module."): v for k, v in state.items() if k not in OPENAI_ONLY_KEYS}
-
-
-def _is_torchscript(path: Path) -> bool:
-    """OpenAI's original CLIP files are TorchScript archives (a zip with a code/ folder)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    openai_layout = quick_gelu_modules or any(key in state for key in OPENAI_ONLY_KEYS)
+    return {k.removeprefix("module."): v for k, v in state.items() if k not in OPENAI_ONLY_KEYS}, openai_layout
 
 
 def _normalization(model: nn.Module, spec: ClipSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
