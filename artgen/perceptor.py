@@ -1,7 +1,9 @@
 """The CLIP wrapper: any open_clip model by name and pretrained tag, or from a local checkpoint file.
 
-Named weights download through open_clip's own hub code; a local file (``--clip-checkpoint``) needs no
-network and is read without running pickled code. Each model gets its own input size and normalization.
+Named weights download through open_clip's own hub code, or load without network from a copy placed by hand
+in artgen's cache or already in the Hugging Face cache; a local file (``--clip-checkpoint``) needs no network.
+Every file is read without running code from it (TorchScript archives included, see models/torchscript.py).
+Each model gets its own input size and normalization.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -20,12 +23,14 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UsageError, UserError
+from .models import hub
 from .models.checkpoints import load_safely, load_script_weights
 from .models.torchscript import is_torchscript
 from .speed import maybe_compile, to_channels_last
 
 SPEC_HINT = 'write CLIP models as "name:pretrained:weight", e.g. "ViT-B-32:openai" or "RN50:openai:0.5"'
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata in OpenAI's files
+HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's hub file names
 SCRIPT_FIX = "give OpenAI's original .pt, an open_clip state dict or a .safetensors file"
 
 
@@ -61,8 +66,6 @@ def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
 
     A checkpoint of the same architecture (say, one retrained with training/train_clip.py) then loads by name.
     """
-    from .models import hub
-
     known = hub.KNOWN_MODELS.get(spec.model)
     if known is None or known.kind != "clip":
         return spec
@@ -160,13 +163,64 @@ def _create(name: str, pretrained: str | None, quick_gelu: bool) -> nn.Module:
 
 
 def _download(spec: ClipSpec, quick_gelu: bool) -> nn.Module:
+    """Named weights: a copy placed by hand or already in the hub's cache loads without network; else
+    open_clip downloads them, after a short probe, so that an offline run fails at once and says what to fetch."""
+    config = open_clip.get_pretrained_cfg(spec.model, spec.pretrained)
+    url, target = pretrained_file(spec, config)
+    local = target if target.is_file() else _hub_cached(config.get("hf_hub", ""))
+    if local is not None:
+        model = _create(spec.model, None, quick_gelu)
+        _load_local(model, _read_state(local)[0], local)
+        return model
+    probe = _hub_endpoint() if config.get("hf_hub") else url
+    if not hub.reachable(probe):
+        raise _fetch_by_hand(spec, hub.unreachable(probe), url, target)
     try:
         return _create(spec.model, spec.pretrained, quick_gelu)
     except Exception as error:  # open_clip and huggingface_hub raise many types for a failed download
         if _is_network_error(error):
-            raise UserError(f"cannot download CLIP {spec.model}:{spec.pretrained} ({type(error).__name__}): download "
-                            "it on a machine with internet and pass --clip-checkpoint PATH") from None
+            raise _fetch_by_hand(spec, type(error).__name__, url, target) from None
         raise
+
+
+def pretrained_file(spec: ClipSpec, config: dict[str, Any]) -> tuple[str, Path]:
+    """Where a pretrained tag's weights can be fetched by hand, and where artgen looks for them."""
+    url = config.get("url") or _hub_url(config.get("hf_hub", ""))
+    return url, hub.home() / "clip" / f"{spec.model}-{spec.pretrained}" / url.rsplit("/", 1)[-1].split("?")[0]
+
+
+def _hub_url(hf_hub: str) -> str:
+    repo, name = hf_hub.rsplit("/", 1)
+    return f"{_hub_endpoint()}/{repo}/resolve/main/{name or HUB_WEIGHTS[-1]}"
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return "https://huggingface.co"
+    return constants.ENDPOINT
+
+
+def _hub_cached(hf_hub: str) -> Path | None:
+    """The weights open_clip would load from the Hugging Face cache, when an earlier run fetched them."""
+    if not hf_hub:
+        return None
+    try:
+        import huggingface_hub
+    except ImportError:
+        return None
+    repo, name = hf_hub.rsplit("/", 1)
+    for candidate in ([name] if name else HUB_WEIGHTS):
+        found = huggingface_hub.try_to_load_from_cache(repo, candidate)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _fetch_by_hand(spec: ClipSpec, reason: str, url: str, target: Path) -> UserError:
+    return UserError(hub.fetch_by_hand(f"CLIP {spec.model}:{spec.pretrained}", reason, [(url, target)],
+                                       hub.LOCAL_FLAGS["clip"]))
 
 
 def _is_network_error(error: BaseException) -> bool:
