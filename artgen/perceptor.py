@@ -1,7 +1,9 @@
 """The CLIP wrapper: any open_clip model by name and pretrained tag, or from a local checkpoint file.
 
-Named weights download through open_clip's own hub code; a local file (``--clip-checkpoint``) needs no
-network and is read without running pickled code. Each model gets its own input size and normalization.
+Named weights download through open_clip's own hub code, or load without network from a copy placed by hand
+in artgen's cache or already in the Hugging Face cache; a local file (``--clip-checkpoint``) needs no network.
+Every file is read without running code from it (TorchScript archives included, see models/torchscript.py).
+Each model gets its own input size and normalization.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import dataclasses
 import difflib
 import logging
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -21,11 +23,15 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UsageError, UserError
-from .models.checkpoints import load_safely
+from .models import hub
+from .models.checkpoints import load_safely, load_script_weights
+from .models.torchscript import is_torchscript
 from .speed import maybe_compile, to_channels_last
 
 SPEC_HINT = 'write CLIP models as "name:pretrained:weight", e.g. "ViT-B-32:openai" or "RN50:openai:0.5"'
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # metadata in OpenAI's files
+HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's hub file names
+SCRIPT_FIX = "give OpenAI's original .pt, an open_clip state dict or a .safetensors file"
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,6 @@ def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
 
     A checkpoint of the same architecture (say, one retrained with training/train_clip.py) then loads by name.
     """
-    from .models import hub
-
     known = hub.KNOWN_MODELS.get(spec.model)
     if known is None or known.kind != "clip":
         return spec
@@ -117,8 +121,13 @@ def load_perceptor(spec: ClipSpec, device: torch.device, channels_last: bool = F
     check_spec(spec)
     quick_gelu = spec.pretrained == "openai"  # OpenAI's weights were trained with QuickGELU
     if spec.checkpoint:
+        path = Path(spec.checkpoint)
+        state, openai_layout = _read_state(path)
+        if openai_layout and not quick_gelu and not _config_has_quick_gelu(spec.model):
+            _warn_quick_gelu(spec.model, path)
+            quick_gelu = True
         model = _create(spec.model, None, quick_gelu)
-        _load_local(model, Path(spec.checkpoint))
+        _load_local(model, state, path)
     elif spec.pretrained:
         model = _download(spec, quick_gelu)
     else:
@@ -154,13 +163,64 @@ def _create(name: str, pretrained: str | None, quick_gelu: bool) -> nn.Module:
 
 
 def _download(spec: ClipSpec, quick_gelu: bool) -> nn.Module:
+    """Named weights: a copy placed by hand or already in the hub's cache loads without network; else
+    open_clip downloads them, after a short probe, so that an offline run fails at once and says what to fetch."""
+    config = open_clip.get_pretrained_cfg(spec.model, spec.pretrained)
+    url, target = pretrained_file(spec, config)
+    local = target if target.is_file() else _hub_cached(config.get("hf_hub", ""))
+    if local is not None:
+        model = _create(spec.model, None, quick_gelu)
+        _load_local(model, _read_state(local)[0], local)
+        return model
+    probe = _hub_endpoint() if config.get("hf_hub") else url
+    if not hub.reachable(probe):
+        raise _fetch_by_hand(spec, hub.unreachable(probe), url, target)
     try:
         return _create(spec.model, spec.pretrained, quick_gelu)
     except Exception as error:  # open_clip and huggingface_hub raise many types for a failed download
         if _is_network_error(error):
-            raise UserError(f"cannot download CLIP {spec.model}:{spec.pretrained} ({type(error).__name__}): download "
-                            "it on a machine with internet and pass --clip-checkpoint PATH") from None
+            raise _fetch_by_hand(spec, type(error).__name__, url, target) from None
         raise
+
+
+def pretrained_file(spec: ClipSpec, config: dict[str, Any]) -> tuple[str, Path]:
+    """Where a pretrained tag's weights can be fetched by hand, and where artgen looks for them."""
+    url = config.get("url") or _hub_url(config.get("hf_hub", ""))
+    return url, hub.home() / "clip" / f"{spec.model}-{spec.pretrained}" / url.rsplit("/", 1)[-1].split("?")[0]
+
+
+def _hub_url(hf_hub: str) -> str:
+    repo, name = hf_hub.rsplit("/", 1)
+    return f"{_hub_endpoint()}/{repo}/resolve/main/{name or HUB_WEIGHTS[-1]}"
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return "https://huggingface.co"
+    return constants.ENDPOINT
+
+
+def _hub_cached(hf_hub: str) -> Path | None:
+    """The weights open_clip would load from the Hugging Face cache, when an earlier run fetched them."""
+    if not hf_hub:
+        return None
+    try:
+        import huggingface_hub
+    except ImportError:
+        return None
+    repo, name = hf_hub.rsplit("/", 1)
+    for candidate in ([name] if name else HUB_WEIGHTS):
+        found = huggingface_hub.try_to_load_from_cache(repo, candidate)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _fetch_by_hand(spec: ClipSpec, reason: str, url: str, target: Path) -> UserError:
+    return UserError(hub.fetch_by_hand(f"CLIP {spec.model}:{spec.pretrained}", reason, [(url, target)],
+                                       hub.LOCAL_FLAGS["clip"]))
 
 
 def _is_network_error(error: BaseException) -> bool:
@@ -176,9 +236,18 @@ def _chain(error: BaseException | None):
         error = error.__cause__ or error.__context__
 
 
-def _load_local(model: nn.Module, path: Path) -> None:
-    """Load an open_clip/OpenAI state dict (``.pt``, ``.bin`` or ``.safetensors``) with shape checks."""
-    state = _read_state(path)
+def _config_has_quick_gelu(name: str) -> bool:
+    return bool((open_clip.get_model_config(name) or {}).get("quick_gelu"))
+
+
+def _warn_quick_gelu(name: str, path: Path) -> None:
+    hint = f" (say so with --clip {name}-quickgelu)" if f"{name}-quickgelu" in open_clip.list_models() else ""
+    logging.getLogger("artgen").warning("CLIP checkpoint %s holds OpenAI-layout weights trained with QuickGELU: "
+                                        "building %s with QuickGELU%s", path, name, hint)
+
+
+def _load_local(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """Load a state dict read from ``path`` into the model, checking every key and shape first."""
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:
@@ -191,35 +260,31 @@ def _load_local(model: nn.Module, path: Path) -> None:
     model.load_state_dict({k: v for k, v in state.items() if k in expected})
 
 
-def _read_state(path: Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, a TorchScript archive (only its tensors are read), or a .pt/.bin."""
-    if path.suffix == ".safetensors" or _is_torchscript(path):
-        if not path.is_file():
-            raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+def _read_state(path: Path) -> tuple[dict[str, Tensor], bool]:
+    """A state dict from .safetensors, a TorchScript archive (only its tensors are read) or a .pt/.bin;
+    and whether the file shows OpenAI's layout (its metadata keys, or QuickGELU modules), whose
+    weights need QuickGELU."""
+    if not path.is_file():
+        raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+    quick_gelu_modules = False
+    if path.suffix == ".safetensors":
         try:
-            if path.suffix == ".safetensors":
-                state = load_file(str(path))
-            else:
-                state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception as error:  # both libraries raise assorted types for damaged files
+            state = load_file(str(path))
+        except Exception as error:  # safetensors raises assorted types for damaged files
             raise UserError(f"CLIP checkpoint {path} is unreadable or truncated ({type(error).__name__}): "
                             "download it again") from None
+    elif is_torchscript(path):
+        weights = load_script_weights(path, "CLIP checkpoint", SCRIPT_FIX)
+        state = weights.state
+        quick_gelu_modules = any(name.endswith(".QuickGELU") for name in weights.classes)
     else:
         state = load_safely(path, "CLIP checkpoint", "check the --clip-checkpoint path")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"CLIP checkpoint {path} is not a state dict of tensors: give an open_clip checkpoint")
-    return {k.removeprefix("module."): v for k, v in state.items() if k not in OPENAI_ONLY_KEYS}
-
-
-def _is_torchscript(path: Path) -> bool:
-    """OpenAI's original CLIP files are TorchScript archives (a zip with a code/ folder)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    openai_layout = quick_gelu_modules or any(key in state for key in OPENAI_ONLY_KEYS)
+    return {k.removeprefix("module."): v for k, v in state.items() if k not in OPENAI_ONLY_KEYS}, openai_layout
 
 
 def _normalization(model: nn.Module, spec: ClipSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -25,8 +25,8 @@ def vqgan_files(settings: Settings) -> tuple[Path, Path]:
     """The .yaml and .ckpt to load: local files when given, else the known model from the cache."""
     if settings.vqgan_config and settings.vqgan_checkpoint:
         return Path(settings.vqgan_config), Path(settings.vqgan_checkpoint)
-    return (hub.resolve(settings.vqgan_model, "config", kind="vqgan"),
-            hub.resolve(settings.vqgan_model, "checkpoint", kind="vqgan"))
+    files = hub.resolve_all(settings.vqgan_model, kind="vqgan")  # fetches or names every missing file at once
+    return files["config"], files["checkpoint"]
 
 
 def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:

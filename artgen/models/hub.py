@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -119,15 +121,73 @@ def cached_size(name: str) -> int:
     return sum(p.stat().st_size for p in (model_path(name, r) for r in known_model(name).files) if p.is_file())
 
 
+LOCAL_FLAGS = {"vqgan": "--vqgan-config PATH and --vqgan-checkpoint PATH", "diffusion": "--diffusion-checkpoint PATH",
+               "clip": "--clip-checkpoint PATH"}
+
+
+class DownloadFailed(UserError):
+    """A download that did not complete, with the reason alone for messages that list several files."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def resolve(name: str, role: str, kind: str | None = None) -> Path:
     """The local path of a known model's file, downloading it into the cache first when it is missing."""
+    return resolve_all(name, kind, (role,))[role]
+
+
+def resolve_all(name: str, kind: str | None = None, roles: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Local paths of a known model's files (all, or ``roles``), downloading the missing ones.
+
+    Without network this fails at once (a short reachability probe, no retries) and names every missing
+    file with its URL and the path to place it at, so that one trip to a connected machine is enough.
+    """
     model = known_model(name, kind)
-    path = model_path(name, role)
-    if not path.is_file() and model.bundled:
-        raise UserError(f"the bundled model file {path} is missing: reinstall artgen (pip install .)")
-    if not path.is_file():
-        download(model.files[role], path, f"{name} {role}")
-    return path
+    paths = {role: model_path(name, role) for role in roles or tuple(model.files)}
+    missing = [role for role, path in paths.items() if not path.is_file()]
+    if missing and model.bundled:
+        raise UserError(f"the bundled model file {paths[missing[0]]} is missing: reinstall artgen (pip install .)")
+    for role in missing:
+        known = model.files[role]
+        reason = None if reachable(known.url) else unreachable(known.url)
+        if reason is None:
+            try:
+                download(known, paths[role], f"{name} {role}")
+                continue
+            except DownloadFailed as error:
+                reason = error.reason
+        left = [(model.files[r].url, paths[r]) for r in missing if not paths[r].is_file()]
+        raise UserError(fetch_by_hand(name, reason, left, LOCAL_FLAGS.get(model.kind)))
+    return paths
+
+
+def fetch_by_hand(what: str, reason: str, files: list[tuple[str, Path]], flags: str | None) -> str:
+    """One line: why the download failed, then each file's URL and where to place it."""
+    listing = "; ".join(f"{url} to {path}" for url, path in files)
+    alternative = f", or pass local files with {flags}" if flags else ""
+    return f"cannot download {what} ({reason}): on a machine with internet fetch {listing}{alternative}"
+
+
+def unreachable(url: str) -> str:
+    return f"no network: {urllib.parse.urlsplit(url).hostname} is unreachable"
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the URL's host (or the proxy for its scheme) accepts a connection within ``timeout`` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy)
+    if not parts.hostname:
+        return True  # a local (file:) URL
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def download(known: KnownFile, destination: Path, label: str) -> None:
@@ -144,8 +204,8 @@ def download(known: KnownFile, destination: Path, label: str) -> None:
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
         partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", None) or error
-        raise UserError(f"cannot download {label} ({reason}): fetch {known.url} on a machine with internet "
-                        f"and place it at {destination}") from None
+        raise DownloadFailed(f"cannot download {label} ({reason}): fetch {known.url} on a machine with internet "
+                             f"and place it at {destination}", str(reason)) from None
     if known.sha256 and sha256_of(partial) != known.sha256:
         partial.unlink(missing_ok=True)
         raise UserError(f"{label}: the download from {known.url} is damaged (sha256 mismatch): run again")

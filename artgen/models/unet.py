@@ -342,7 +342,7 @@ def create_unet(config: UNetConfig) -> UNetModel:
 
 def _read_state_dict(path: Path, map_location: str | torch.device) -> dict[str, Tensor]:
     state = load_safely(path, "diffusion checkpoint", "check the path, or see `artgen models path`",
-                        map_location=map_location)
+                        map_location=map_location, expected="a guided-diffusion UNet .pt state dict")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"{path} is not a guided-diffusion checkpoint (expected a flat state dict of tensors): "
                         "pass the .pt file of a guided-diffusion UNet")

@@ -299,7 +299,7 @@ LIGHTNING_ALLOWLIST = [
 def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Unpickle a Lightning checkpoint with the weights-only loader and the minimal allowlist above."""
     return load_safely(path, "VQGAN checkpoint", "check the path, or see `artgen models path`",
-                       tuple(LIGHTNING_ALLOWLIST), map_location)
+                       tuple(LIGHTNING_ALLOWLIST), map_location, expected="a taming-transformers Lightning .ckpt")
 
 
 def read_config(path: Path) -> dict[str, Any]:
