@@ -9,17 +9,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
 from .errors import UserError
-from .settings import Settings, build_settings, field_types, flag, preset_description, preset_names
+from .settings import Settings, apply, build_settings, field_types, flag, load_preset, preset_description, preset_names
 
 SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt", "prompt_keyframes": "prompts"}
 SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
-NOT_RECIPE = ("overwrite", "resume")  # settings a reproduced run (--from) does not inherit
 NO_FLAG = ("video_input",)  # set by a command's argument instead
 
 
@@ -80,19 +80,23 @@ def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str |
                   **fixed: Any) -> Settings:
     """Defaults, then the recipe of --from, then the preset, then the flags (PROMPT arguments first).
 
-    Also applies --verbose (which is not a setting) to the log level.
+    A recipe from a PNG is sanitized first (artgen.recipe): it never chooses where files go or reads files
+    outside the PNG's folder, and the rerun never replaces that PNG. Also applies --verbose (which is not a
+    setting) to the log level.
     """
-    from .output import read_metadata
+    from .output import read_metadata, recorded_settings
+    from .recipe import rerun_recipe, spare_source
 
     if params.pop("verbose", False):
         logging.getLogger("artgen").setLevel(logging.INFO)
     overrides = given(params) | fixed
     if prompt:
         overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
-    base = None
-    if from_image:
-        base = {k: v for k, v in read_metadata(from_image).get("settings", {}).items() if k not in NOT_RECIPE}
-    return build_settings(preset, base, overrides)
+    if not from_image:
+        return build_settings(preset, None, overrides)
+    named = {key.replace("-", "_") for key in [*overrides, *(load_preset(preset) if preset else {})]}
+    base = rerun_recipe(recorded_settings(read_metadata(from_image), from_image), Path(from_image), named)
+    return spare_source(build_settings(preset, base, overrides), Path(from_image))
 
 
 @cli.command()
@@ -154,11 +158,19 @@ def encode(frames_dir: str, output: str | None, fps: float | None, crf: int, gif
 @click.argument("image", type=click.Path(dir_okay=False))
 def show_settings(image: str) -> None:
     """Print the settings recorded in a PNG written by artgen (as YAML, usable as a --preset file)."""
-    from .output import read_metadata
+    from .output import read_metadata, recorded_settings
 
     metadata = read_metadata(image)
-    click.echo(f"# artgen {metadata.get('artgen_version', '?')}, step {metadata.get('step')}, loss {metadata.get('loss')}")
-    click.echo(yaml.safe_dump(metadata.get("settings", {}), sort_keys=False).rstrip())
+    recorded = recorded_settings(metadata, image)
+    apply(Settings(), recorded, f"recipe of {image}")  # unknown names or wrong types: one line, not a bad preset
+    click.echo(f"# artgen {_one_line(metadata.get('artgen_version', '?'))}, step {_one_line(metadata.get('step'))}, "
+               f"loss {_one_line(metadata.get('loss'))}")
+    click.echo(yaml.safe_dump(recorded, sort_keys=False).rstrip())
+
+
+def _one_line(value: Any) -> str:
+    """A recorded value for a comment line: whatever a forged PNG holds cannot start a new YAML line."""
+    return " ".join(str(value).split())[:80]
 
 
 @cli.command()

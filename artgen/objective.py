@@ -25,6 +25,7 @@ from .prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from .prompts import Prompt, parse_prompts, prompt_loss
 from .settings import Settings
 
+PROMPT_IMAGE_SIDE = 1024  # image prompts larger than twice this are shrunk on reading (CLIP sees 224-448)
 SCHEDULE_PARTS = 1000  # cut schedules split the run into thousandths, as Disco Diffusion's do
 _SCHEDULE_TERM = re.compile(r"^\[(\d+)\]\*(\d+)$")
 
@@ -176,7 +177,7 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
     """
     texts = parse_prompts(settings.prompts) if texts is None else texts
     images = parse_prompts(settings.image_prompts)
-    pictures = [load_image(p.text, "image prompt") for p in images]
+    pictures = [load_image(p.text, "image prompt", (PROMPT_IMAGE_SIDE, PROMPT_IMAGE_SIDE)) for p in images]
     plan = CutPlan.from_settings(settings)
     prompts: list[Prompt] = texts + images
     targets = []

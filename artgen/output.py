@@ -11,10 +11,14 @@ import json
 import math
 import os
 import re
+import string
+import struct
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -27,6 +31,30 @@ from .errors import UsageError, UserError
 
 METADATA_KEY = "artgen"
 _TEMPLATE_FIELDS = ("prompt", "seed", "n", "generator", "width", "height", "date", "time")
+# A plain format spec: fill and align, sign, "#", "0", a width and precision of at most 3 digits (so a spec
+# cannot ask for a gigabyte of padding), a type. No nested {fields}.
+_PLAIN_SPEC = re.compile(r"(?:[^{}]?[<>=^])?[-+ ]?#?0?\d{0,3}[,_]?(?:\.\d{1,3})?[bcdeEfFgGnosxX%]?")
+
+NAME_MAX = 255
+"""The longest file name, in bytes, that Linux, macOS and Windows file systems take."""
+_NAME_ROOM = 32
+"""Bytes artgen adds to an output's name for the files it writes beside it (``.NAME.xxxxxxxx.tmp`` while
+writing, ``.step00050``, ``.candidates``, ``-2`` for a taken name)."""
+
+MAX_PIXELS = 16384 * 16384
+"""The most pixels artgen reads from an image the user gives (init image, image prompt, --from or
+show-settings PNG, frame): 268 million, 16384 a side. Every camera photo fits (the largest sensors make 200
+Mpx), and decoding one at the limit takes about 1 GiB (PIL holds RGB in 4 bytes a pixel), which a machine
+that runs CLIP can spare for a moment. A file that claims more is refused before any pixel is decoded: a PNG
+of a few hundred bytes can claim ten billion pixels (a decompression bomb). PIL's own limit (89 Mpx, which
+only warns below twice that) is bypassed in artgen's reading code, so large photos open without its warning
+and other code's PIL settings are left alone."""
+
+MAX_RECIPE_CHARS = 256 * 1024
+"""The longest artgen text chunk read: a recipe is a few kilobytes; this leaves room for long prompts and
+keyframe schedules (PIL itself stops at 1 MiB of text)."""
+MAX_RECIPE_DEPTH = 8
+"""How deep JSON objects and lists may nest in a recipe; artgen writes 3 levels (metadata, settings, lists)."""
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -76,14 +104,43 @@ def fill_template(template: str, settings: Any, option: str = "--frames-dir") ->
 
 
 def _fill(template: str, values: dict[str, Any], option: str = "--output") -> str:
+    """The template filled in, once check_template has passed it; every file name in it checked for length."""
+    check_template(template, option)
     try:
-        return template.format(**values)
-    except KeyError as error:
-        raise UsageError(f"{option} {template!r}: unknown field {{{error.args[0]}}}; "
-                         f"use {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)}") from None
+        filled = template.format(**values)
     except (ValueError, IndexError) as error:
         raise UsageError(f"{option} {template!r} is not a valid template ({error}): "
+                         "write fields as {seed} or {n:03d}, and double braces for a literal brace") from None
+    for name in Path(filled).parts:
+        if len(os.fsencode(name)) + _NAME_ROOM > NAME_MAX:
+            raise UsageError(f"{option} {template!r} makes a file name of {len(os.fsencode(name))} bytes "
+                             f"({name[:24]!r}...); file names may have {NAME_MAX - _NAME_ROOM} here: "
+                             "shorten the template (or its literal text)")
+    return filled
+
+
+def check_template(template: str, option: str = "--output") -> None:
+    """Refuse a template that names anything but the documented fields with plain format specs.
+
+    Python's format strings reach objects through ``{prompt.__class__}``, ``{seed[0]}`` or ``!r``; a path
+    template must only say which value goes where.
+    """
+    fields = ", ".join("{" + f + "}" for f in _TEMPLATE_FIELDS)
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise UsageError(f"{option} {template!r} is not a valid template ({error}): "
                          "write fields as {seed}, and double braces for a literal brace") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in _TEMPLATE_FIELDS:
+            what = "unknown field" if name.isidentifier() else "only plain field names are allowed, not"
+            raise UsageError(f"{option} {template!r}: {what} {{{name}}}; use {fields}")
+        if conversion is not None or not _PLAIN_SPEC.fullmatch(spec or ""):
+            raise UsageError(f"{option} {template!r}: {{{name}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}} is not a plain field; write {{{name}}} or a "
+                             "simple format such as {n:03d}")
 
 
 def _check_png(path: Path) -> Path:
@@ -101,6 +158,14 @@ def ensure_writable(folder: Path) -> None:
     except OSError as error:
         raise UserError(f"cannot write to output folder {folder} ({error.strerror or error}): "
                         "choose a writable --output location") from None
+
+
+def next_free(path: Path) -> Path:
+    """The first of NAME-2.png, NAME-3.png, ... beside ``path`` that no file holds."""
+    number = 2
+    while (free := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
+        number += 1
+    return free
 
 
 def step_path(path: Path, step: int) -> Path:
@@ -164,32 +229,136 @@ def write_error(path: Path, error: OSError) -> str:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The artgen metadata of a PNG written by artgen."""
+    """The artgen metadata of a PNG written by artgen: a JSON object of bounded size and depth.
+
+    The text is taken from the chunks before the pixels, so no pixel is decoded.
+    """
     try:
-        with Image.open(path) as picture:
-            text = picture.text.get(METADATA_KEY) if hasattr(picture, "text") else None
+        with open_image(path, "image") as picture:
+            text = picture.info.get(METADATA_KEY)
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist: check the path") from None
+    except ValueError as error:  # PIL: a compressed text chunk that expands past its limit
+        raise UserError(f"cannot read image {path} ({error}): it holds an oversized text chunk; "
+                        "give a PNG written by artgen") from None
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"cannot read image {path} ({error}): give a PNG written by artgen") from None
-    if text is None:
+    if not isinstance(text, str):
         raise UserError(f"{path} carries no artgen settings: give a PNG written by artgen")
+    return parse_metadata(text, path)
+
+
+def parse_metadata(text: str, path: str | Path) -> dict[str, Any]:
+    """The artgen text chunk as a JSON object, refusing what artgen never writes (huge, deep, not an object)."""
+    damaged = f"{path} has damaged artgen settings"
+    if len(text) > MAX_RECIPE_CHARS:
+        raise UserError(f"{damaged}: the text chunk holds {len(text)} characters, more than the "
+                        f"{MAX_RECIPE_CHARS} a recipe may have")
+    too_deep = UserError(f"{damaged}: its JSON nests deeper than the {MAX_RECIPE_DEPTH} levels a recipe may have")
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError:
-        raise UserError(f"{path} has damaged artgen settings: the PNG text chunk is not valid JSON") from None
+        raise UserError(f"{damaged}: the PNG text chunk is not valid JSON") from None
+    except RecursionError:  # nested too deep even to parse
+        raise too_deep from None
+    if _depth(data) > MAX_RECIPE_DEPTH:
+        raise too_deep
+    if not isinstance(data, dict):
+        raise UserError(f"{damaged}: the PNG text chunk holds {_json_kind(data)}, not a JSON object")
+    return data
 
 
-def load_image(path: str | Path, what: str) -> Image.Image:
-    """Open an image the user named (init or prompt image) as RGB, with a clear error when it cannot be read."""
+def recorded_settings(metadata: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The settings in the metadata of the PNG ``path``: a non-empty mapping, or one line saying why not."""
+    settings = metadata.get("settings")
+    if settings is None or settings == {}:
+        raise UserError(f"{path} carries no artgen settings (its artgen chunk records no recipe): "
+                        "give an image written by artgen generate or animate")
+    if not isinstance(settings, dict):
+        raise UserError(f"{path} has damaged artgen settings: 'settings' holds {_json_kind(settings)}, "
+                        "not a mapping of setting names to values")
+    return settings
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in a JSON value (a scalar is 0)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true or false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+@contextmanager
+def open_image(path: str | Path, what: str) -> Iterator[Image.Image]:
+    """An image file opened lazily (no pixel decoded yet), refused in one line when it claims more than
+    MAX_PIXELS. Errors of PIL (OSError, ValueError, UnidentifiedImageError) are left to the caller."""
+    with open(path, "rb") as stream:
+        picture = _identify(stream, str(path))
+        try:
+            if picture.width * picture.height > MAX_PIXELS:
+                raise UserError(f"{what} {path} is {picture.width}x{picture.height} pixels, more than the "
+                                f"{MAX_PIXELS // 10**6} million artgen reads: give a smaller image")
+            yield picture
+        finally:
+            picture.close()
+
+
+def _identify(stream: IO[bytes], name: str) -> Image.Image:
+    """The image in ``stream``, identified as Image.open does but without its decompression-bomb check.
+
+    That check warns or raises through PIL's module-wide MAX_IMAGE_PIXELS and the warnings filters, which
+    cannot be changed for one call without touching other code's (and other threads') PIL; open_image
+    checks MAX_PIXELS instead, before anything is decoded.
+    """
+    Image.init()
+    prefix = stream.read(16)
+    for kind in Image.ID:
+        factory, accept = Image.OPEN[kind]
+        accepted = accept(prefix) if accept else True
+        if not accepted or isinstance(accepted, str):  # a str: "looks like this format, but unsupported"
+            continue
+        stream.seek(0)
+        try:
+            return factory(stream, name)
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError(f"cannot identify image file {name!r}")
+
+
+def load_image(path: str | Path, what: str, cover: tuple[int, int] | None = None) -> Image.Image:
+    """Open an image the user named (init or prompt image, frame) as RGB, with one line when it cannot be read.
+
+    With ``cover`` (width, height), an image several times larger is decoded reduced where its format allows
+    (JPEG) and shrunk by a whole factor that still covers that size, so a large photo costs little memory.
+    """
     try:
-        with Image.open(path) as picture:
-            return picture.convert("RGB")
+        with open_image(path, what) as picture:
+            return _reduced(picture, cover).convert("RGB") if cover else picture.convert("RGB")
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist: check the path") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): "
                         "give a PNG, JPEG or WebP file") from None
+
+
+def _reduced(picture: Image.Image, cover: tuple[int, int]) -> Image.Image:
+    """The picture shrunk by the largest whole factor that keeps it at least ``cover`` in both sides."""
+    picture.draft("RGB", cover)  # JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the size
+    factor = min(picture.width // max(1, cover[0]), picture.height // max(1, cover[1]))
+    if factor < 2:
+        return picture
+    if picture.mode not in ("RGB", "RGBA", "L", "LA"):
+        picture = picture.convert("RGB")
+    return picture.reduce(factor)
 
 
 def cover_resize(picture: Image.Image, width: int, height: int) -> Image.Image:

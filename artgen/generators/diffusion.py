@@ -127,7 +127,8 @@ class DiffusionGenerator:
             raise UsageError(f"--skip-steps {settings.skip_steps} leaves nothing to do: it must be less than the "
                              f"{diffusion.num_timesteps} sampling steps")
         if init is None and settings.init_image:
-            picture = cover_resize(load_image(settings.init_image, "init image"), settings.width, settings.height)
+            size = (settings.width, settings.height)
+            picture = cover_resize(load_image(settings.init_image, "init image", size), *size)
             init = pil_to_tensor(picture)
         if init is not None:
             init = fit_image(init.to(device), settings.width, settings.height).mul(2).sub(1)

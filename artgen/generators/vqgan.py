@@ -110,7 +110,7 @@ def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, de
     if init is not None:
         return encode(model, fit_image(init.to(device), width, height)).repeat(batch // init.shape[0], 1, 1, 1)
     if settings.init_image:
-        picture = cover_resize(load_image(settings.init_image, "init image"), width, height)
+        picture = cover_resize(load_image(settings.init_image, "init image", (width, height)), width, height)
         pixels = pil_to_tensor(picture).to(device)
         return encode(model, pixels).repeat(batch, 1, 1, 1)
     if settings.init == "noise":
