@@ -26,7 +26,7 @@ from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_
                         register_model_config, with_bundled_weights)
 from .runlog import RunLog
 from .settings import Settings, build_settings
-from .speed import precision_context
+from .speed import precision_context, warn_if_slow_precision
 
 log = logging.getLogger("artgen")
 LOSS_READ_EVERY = 5  # reading the loss forces a device sync; the progress bar does it only this often
@@ -126,6 +126,7 @@ def explain_out_of_memory(settings: Settings) -> Iterator[None]:
 def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[ClipSpec]]:
     """Check what needs no model: the device, the generator name and the CLIP names; fill in the CLIP scale."""
     device = resolve_device(settings.device)
+    warn_if_slow_precision(settings.precision, device)
     cls = generator_class(settings.generator)
     if settings.clip_guidance_scale is None:
         settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
