@@ -256,8 +256,8 @@ def _render(settings: Settings, cls: type, device: torch.device, objective: Obje
             generator = cls.from_settings(one, device, model=model, init=init)
             model = generator.model
             frame_objective = objective.with_prompt_weights(prompts.weights(index))
-            first_step = preselect(generator, one, frame_objective)
-            loss = _run_frame(generator, frame_objective, settings, progress, first_step)
+            first_step = preselect(generator, one, frame_objective, progress)
+            loss = _run_frame(generator, frame_objective, settings, progress, first_step, f"frame {index + 1}/{count}")
             metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
                         "loss": loss}
             path = save_png(generator.snapshot().cpu(), folder / frame_name(index), metadata)
@@ -296,9 +296,10 @@ def _frame_start(settings: Settings, cls: type, plan: FramePlan, index: int, sou
     return cls.continue_settings(settings, steps, plan.strength_at(index)), init
 
 
-def _run_frame(generator, objective: Objective, settings: Settings, progress: bool, start: int = 0) -> float:
+def _run_frame(generator, objective: Objective, settings: Settings, progress: bool, start: int = 0,
+               label: str = "steps") -> float:
     """One frame's steps from ``start`` under their own progress bar; a frame whose loss blew up is not saved."""
-    with tqdm(total=generator.num_steps, initial=start, disable=not progress, desc="steps", unit="step", position=1,
+    with tqdm(total=generator.num_steps, initial=start, disable=not progress, desc=label, unit="step", position=1,
               leave=False) as bar:
         forward = precision_context(settings.precision, resolve_device(settings.device))
         for state in optimize(generator, objective, start=start, forward_context=forward):

@@ -116,9 +116,27 @@ def centre_square(image: Tensor) -> Tensor:
     return image[..., top:top + side, left:left + side]
 
 
-def clamp_straight_through(image: Tensor) -> Tensor:
-    """Clamp to [0,1] for scoring, letting the gradient through unchanged."""
-    return image + (image.clamp(0, 1) - image).detach()
+class _ClampTowardRange(torch.autograd.Function):
+    """Forward: clamp to [0,1]. Backward: a pixel's gradient passes where a descent step along it (x - lr * grad)
+    keeps the pixel in range or moves it back toward it, and is zeroed where it would push it further out."""
+
+    @staticmethod
+    def forward(ctx, image: Tensor) -> Tensor:
+        ctx.save_for_backward(image)
+        return image.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (image,) = ctx.saved_tensors
+        outside = image - image.clamp(0, 1)  # > 0 above the range, < 0 below it, 0 inside
+        return grad * (grad * outside >= 0)
+
+
+def clamp_toward_range(image: Tensor) -> Tensor:
+    """Clamp to [0,1] for scoring, as the VQGAN+CLIP notebook's ClampWithGrad does: the gradient of a pixel
+    outside the range passes only where following it brings the pixel back, so saturated pixels are not
+    pushed further out (inside the range every gradient passes unchanged)."""
+    return _ClampTowardRange.apply(image)
 
 
 class Objective:
@@ -134,7 +152,7 @@ class Objective:
         self.prior = prior
 
     def __call__(self, image: Tensor, progress: float = 0.0) -> Tensor:
-        scored = clamp_straight_through(image)
+        scored = clamp_toward_range(image)
         counts = self.plan.counts(progress)
         total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
         for weight, regularizer in self.regularizers:
@@ -146,7 +164,7 @@ class Objective:
 
     def _guidance_loss(self, image: Tensor) -> Tensor:
         """The prompt loss on the prior's prediction, with fewer cutouts than the image's own."""
-        scored = clamp_straight_through(image)
+        scored = clamp_toward_range(image)
         return sum(t.weight * t.loss(scored, (0, GUIDANCE_CUTOUTS)) for t in self.targets)
 
     def with_prompt_weights(self, weights: list[float]) -> "Objective":

@@ -26,7 +26,7 @@ from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_
                         register_model_config, with_bundled_weights)
 from .runlog import RunLog
 from .settings import Settings, build_settings
-from .speed import precision_context
+from .speed import precision_context, warn_if_slow_precision
 
 log = logging.getLogger("artgen")
 LOSS_READ_EVERY = 5  # reading the loss forces a device sync; the progress bar does it only this often
@@ -101,7 +101,7 @@ def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.
     objective = build_objective(settings, clip_models(specs, device, settings), device)
     run_log.mark("load")
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
-    loss = _run_loop(generator, objective, settings, paths, progress, preselect(generator, settings, objective))
+    loss = _run_loop(generator, objective, settings, paths, progress)
     run_log.mark("optimize")
     images = generator.snapshot().cpu()
     paths = _save_all(images, paths, settings, generator.num_steps, loss)
@@ -126,6 +126,7 @@ def explain_out_of_memory(settings: Settings) -> Iterator[None]:
 def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[ClipSpec]]:
     """Check what needs no model: the device, the generator name and the CLIP names; fill in the CLIP scale."""
     device = resolve_device(settings.device)
+    warn_if_slow_precision(settings.precision, device)
     cls = generator_class(settings.generator)
     if settings.clip_guidance_scale is None:
         settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
@@ -160,7 +161,7 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
         model = generator.model
         one = _as_run(one, generator)
         paths = resolve_outputs(one.output, one, 1, one.overwrite)
-        loss = _run_loop(generator, objective, one, paths, progress, preselect(generator, one, objective))
+        loss = _run_loop(generator, objective, one, paths, progress, f"candidate {index + 1}/{settings.candidates}")
         image = generator.snapshot()
         drawn.append((objective.score(image).item(), image.cpu(), one, loss))
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
@@ -176,14 +177,14 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
                   [score for score, *_ in kept], sheet_path)
 
 
-def preselect(generator: Any, settings: Settings, objective: Objective) -> int:
+def preselect(generator: Any, settings: Settings, objective: Objective, progress: bool = False) -> int:
     """With --preselect, let the generator pick its start by CLIP score; the step the loop goes on from.
 
     One start is no choice: --preselect 1 is off, like 0, rather than a run whose first steps go unguided."""
     if settings.preselect <= 1:
         return 0
     return generator.preselect(settings.preselect, settings.preselect_share, objective.score,
-                               settings.preselect_preview)
+                               settings.preselect_preview, progress)
 
 
 def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
@@ -208,10 +209,14 @@ def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: b
 
 
 def _run_loop(generator, objective: Objective, settings: Settings, paths: list[Path], progress: bool,
-              start: int = 0) -> float:
-    """Drive the loop from step ``start`` with a progress bar and intermediate saves; on Ctrl-C save what there
-    is, then stop."""
-    bar = tqdm(total=generator.num_steps, initial=start, disable=not progress, desc="generating", unit="step")
+              label: str = "generating") -> float:
+    """Pick the start (--preselect), then drive the loop with a progress bar named ``label`` and intermediate saves;
+    on Ctrl-C (acted on mid-step too, see loop.interruptible) save the image so far, then stop."""
+    try:
+        start = preselect(generator, settings, objective, progress)
+    except KeyboardInterrupt:
+        raise RunInterrupted("interrupted while preselecting starts, before the first image: nothing saved") from None
+    bar = tqdm(total=generator.num_steps, initial=start, disable=not progress, desc=label, unit="step")
     loss = math.nan
     step = start
     good = (start, generator.state_dict())

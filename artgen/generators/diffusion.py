@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor
+from tqdm import tqdm
 
 from ..errors import UsageError
 from ..models import hub
@@ -189,7 +190,8 @@ class DiffusionGenerator:
             eta = self.settings.eta
             return ddim_step(self.diffusion, denoise, x, t, eta, torch.randn_like(x) if eta else None)
 
-    def preselect(self, count: int, share: float, score: Callable[[Tensor], Tensor], preview_steps: int = 0) -> int:
+    def preselect(self, count: int, share: float, score: Callable[[Tensor], Tensor], preview_steps: int = 0,
+                  progress: bool = False) -> int:
         """Go on from the best of ``count`` starts per image (one per image of the batch, by ``score``); returns
         the steps taken, ``share`` of them.
 
@@ -206,9 +208,9 @@ class DiffusionGenerator:
         if steps < 1:
             return 0  # a single step: nothing to run unguided before it
         starts = torch.cat([self.x] + [self._start(torch.randn_like(self.x)) for _ in range(count - 1)])
-        with torch.no_grad():
-            x, pictures = ((starts, self._previews(starts, preview_steps)) if preview_steps
-                           else self._unguided(starts, steps))
+        with torch.no_grad(), tqdm(desc=f"preselecting {count} starts", unit="step", disable=not progress) as bar:
+            x, pictures = ((starts, self._previews(starts, preview_steps, bar)) if preview_steps
+                           else self._unguided(starts, steps, bar))
             best = score(pictures.add(1).div(2)).topk(len(self.x)).indices
         x, pictures = x[best], pictures[best]
         if preview_steps:  # the finished picture, noised back to the step the run goes on from
@@ -216,22 +218,26 @@ class DiffusionGenerator:
         self.x, self._pred, self.index = x, pictures, steps
         return steps
 
-    def _unguided(self, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    def _unguided(self, x: Tensor, steps: int, bar: tqdm) -> tuple[Tensor, Tensor]:
         """x after the first ``steps`` sampler steps without guidance, and the predicted picture there."""
+        bar.reset(total=steps)
         for index in range(steps):
             out = self._sampler_step(x, index, self._model_output(x, self._t(self.timesteps[index], x)), None)
             x = out["sample"]
+            bar.update(1)
         return x, out["pred_xstart"]
 
-    def _previews(self, x: Tensor, steps: int) -> Tensor:
+    def _previews(self, x: Tensor, steps: int, bar: tqdm) -> Tensor:
         """Finished unguided pictures of the starts ``x`` (at the first step), in ``steps`` deterministic DDIM steps."""
         top = int(self.diffusion.timestep_map[self.timesteps[0]])
         kept = {round(top * i / (steps - 1)) for i in range(steps)}
         coarse = Diffusion(beta_schedule(self.settings.noise_schedule, self.diffusion.original_num_steps), kept,
                            self.diffusion.variance)
         denoise = guided_denoise(coarse, lambda x_t, t: self.unet(x_t, t))
+        bar.reset(total=coarse.num_timesteps)
         for step in range(coarse.num_timesteps - 1, -1, -1):
             x = ddim_step(coarse, denoise, x, self._t(step, x))["sample"]
+            bar.update(1)
         return x
 
     def _clamp_limit(self) -> float:

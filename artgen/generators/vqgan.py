@@ -59,6 +59,7 @@ class VQGANGenerator:
         self.num_steps = settings.steps
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
         self.decode = maybe_compile(model.decode, settings.compile, "the VQGAN decoder")
+        self._rendered: Tensor | None = None  # the last render while z has not moved since (detached)
 
     @classmethod
     def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None,
@@ -79,18 +80,25 @@ class VQGANGenerator:
 
     def render(self) -> Tensor:
         z_q = vector_quantize(self.z, self.model.codebook)
-        return self.decode(z_q).add(1).div(2)
+        image = self.decode(z_q).add(1).div(2)
+        self._rendered = image.detach()
+        return image
 
     def step(self, loss: Tensor) -> None:
         if self.init_weight:
             loss = loss + self.init_weight * F.mse_loss(self.z, self.z_start)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._rendered = None  # z moves now
         self.optimizer.step()
         with torch.no_grad():
             self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
 
     def snapshot(self) -> Tensor:
+        """The current picture; the step's own render when z has not moved since (a run stopped mid-step saves
+        without decoding again)."""
+        if self._rendered is not None:
+            return self._rendered.float().clamp(0, 1)
         with torch.no_grad():
             return self.render().clamp(0, 1)
 
@@ -101,6 +109,7 @@ class VQGANGenerator:
         with torch.no_grad():
             self.z.copy_(state["z"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._rendered = None
 
 
 def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, device: torch.device,
