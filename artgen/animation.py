@@ -168,7 +168,8 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
     settings = dataclasses.replace(settings, fps=fps)  # recorded in every frame, for `artgen encode`
     run_log = RunLog(settings, device)
     with explain_out_of_memory(settings):
-        objective = build_objective(settings, clip_models(specs, device, settings), device, prompts.texts)
+        objective = build_objective(settings, clip_models(specs, device, settings), device, prompts.texts,
+                                    cls.scoring_clamp)
         run_log.mark("load")
         frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
     run_log.mark("frames")

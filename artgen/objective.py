@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import losses
+from .clamps import clamp_straight_through
 from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
 from .errors import UsageError
 from .output import load_image, pil_to_tensor
@@ -116,43 +117,22 @@ def centre_square(image: Tensor) -> Tensor:
     return image[..., top:top + side, left:left + side]
 
 
-class _ClampTowardRange(torch.autograd.Function):
-    """Forward: clamp to [0,1]. Backward: a pixel's gradient passes where a descent step along it (x - lr * grad)
-    keeps the pixel in range or moves it back toward it, and is zeroed where it would push it further out."""
-
-    @staticmethod
-    def forward(ctx, image: Tensor) -> Tensor:
-        ctx.save_for_backward(image)
-        return image.clamp(0, 1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (image,) = ctx.saved_tensors
-        outside = image - image.clamp(0, 1)  # > 0 above the range, < 0 below it, 0 inside
-        return grad * (grad * outside >= 0)
-
-
-def clamp_toward_range(image: Tensor) -> Tensor:
-    """Clamp to [0,1] for scoring, as the VQGAN+CLIP notebook's ClampWithGrad does: the gradient of a pixel
-    outside the range passes only where following it brings the pixel back, so saturated pixels are not
-    pushed further out (inside the range every gradient passes unchanged)."""
-    return _ClampTowardRange.apply(image)
-
-
 class Objective:
     """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image,
     plus a diffusion prior's pull (guided by the same prompts) when one is given."""
 
     def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable[[Tensor], Tensor]]],
-                 clip_scale: float, plan: CutPlan, prior: tuple[float, DiffusionPrior] | None = None) -> None:
+                 clip_scale: float, plan: CutPlan, prior: tuple[float, DiffusionPrior] | None = None,
+                 clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> None:
         self.targets = targets
+        self.clamp = clamp
         self.regularizers = [(w, fn) for w, fn in regularizers if w != 0]
         self.clip_scale = clip_scale
         self.plan = plan
         self.prior = prior
 
     def __call__(self, image: Tensor, progress: float = 0.0) -> Tensor:
-        scored = clamp_toward_range(image)
+        scored = self.clamp(image)
         counts = self.plan.counts(progress)
         total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
         for weight, regularizer in self.regularizers:
@@ -163,15 +143,16 @@ class Objective:
         return total
 
     def _guidance_loss(self, image: Tensor) -> Tensor:
-        """The prompt loss on the prior's prediction, with fewer cutouts than the image's own."""
-        scored = clamp_toward_range(image)
+        """The prompt loss on the prior's prediction (a diffusion model's, scored as the diffusion generator's
+        images are), with fewer cutouts than the image's own."""
+        scored = clamp_straight_through(image)
         return sum(t.weight * t.loss(scored, (0, GUIDANCE_CUTOUTS)) for t in self.targets)
 
     def with_prompt_weights(self, weights: list[float]) -> "Objective":
         """The same objective with new prompt weights (in prompt order), e.g. while a keyed prompt fades in."""
         targets = [dataclasses.replace(t, weights=torch.tensor(weights, dtype=t.weights.dtype, device=t.weights.device))
                    for t in self.targets]
-        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.prior)
+        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.prior, self.clamp)
 
     @torch.no_grad()
     def score(self, image: Tensor) -> Tensor:
@@ -187,11 +168,13 @@ def cutout_settings(settings: Settings) -> CutoutSettings:
 
 
 def build_objective(settings: Settings, perceptors: list[Perceptor], device: torch.device,
-                    texts: list[Prompt] | None = None) -> Objective:
+                    texts: list[Prompt] | None = None,
+                    clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> Objective:
     """Embed every text and image prompt once per CLIP model and wire up the regularizers.
 
     ``texts`` replaces the settings' text prompts (an animation passes its keyed prompts too); the prompt
-    order is the texts, then the image prompts.
+    order is the texts, then the image prompts. ``clamp`` brings the image into [0,1] for CLIP: the
+    generator's ``scoring_clamp``, since each generator's reference scores its images with its own rule.
     """
     texts = parse_prompts(settings.prompts) if texts is None else texts
     images = parse_prompts(settings.image_prompts)
@@ -213,7 +196,7 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
     regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
                     (settings.sat_scale, losses.saturation)]
     prior = (settings.prior_scale, DiffusionPrior.from_settings(settings, device)) if settings.prior_scale else None
-    return Objective(targets, regularizers, settings.clip_guidance_scale, plan, prior)
+    return Objective(targets, regularizers, settings.clip_guidance_scale, plan, prior, clamp)
 
 
 def embed_images(perceptor: Perceptor, pictures: list, device: torch.device) -> Tensor:

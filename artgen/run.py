@@ -98,7 +98,7 @@ def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.
     torch.manual_seed(settings.seed)
     generator = cls.from_settings(settings, device)
     settings = _as_run(settings, generator)
-    objective = build_objective(settings, clip_models(specs, device, settings), device)
+    objective = build_objective(settings, clip_models(specs, device, settings), device, clamp=cls.scoring_clamp)
     run_log.mark("load")
     paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
     loss = _run_loop(generator, objective, settings, paths, progress)
@@ -152,7 +152,7 @@ def _as_run(settings: Settings, generator: Any) -> Settings:
 def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.device, progress: bool) -> Result:
     """Draw one image per seed, score each with CLIP, keep the best, and write a contact sheet of all."""
     drawn: list[tuple[float, Tensor, Settings, float]] = []
-    objective = build_objective(settings, perceptors, device)
+    objective = build_objective(settings, perceptors, device, clamp=cls.scoring_clamp)
     model = None
     for index in range(settings.candidates):
         one = dataclasses.replace(settings, seed=settings.seed + index, candidates=0, keep=1)

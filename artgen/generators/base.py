@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -19,6 +20,7 @@ class Generator(Protocol):
     """
 
     default_clip_guidance_scale: float  # CLIP loss weight when the user gives none
+    scoring_clamp: Callable[[Tensor], Tensor]  # brings render() into [0,1] for CLIP (see artgen.clamps)
     num_steps: int
     width: int
     height: int

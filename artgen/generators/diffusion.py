@@ -19,6 +19,7 @@ import yaml
 from torch import Tensor
 from tqdm import tqdm
 
+from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..models import hub
 from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
@@ -101,6 +102,7 @@ class DiffusionGenerator:
     """Owns x_t and the position in the sampling schedule; one loop step is one sampler step."""
 
     default_clip_guidance_scale = 5000.0
+    scoring_clamp = staticmethod(clamp_straight_through)  # guidance reaches x_t whole, as in the reference notebooks
 
     def __init__(self, model: UNetModel, diffusion: Diffusion, settings: Settings, init: Tensor | None,
                  device: torch.device) -> None:

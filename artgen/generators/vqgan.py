@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..clamps import clamp_toward_range
 from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
 from ..output import cover_resize, fit_image, load_image, pil_to_tensor
@@ -46,6 +47,7 @@ class VQGANGenerator:
     """Draws ``decode(quantize(z))``; ``step`` takes an optimizer step on z and keeps z inside the codebook's range."""
 
     default_clip_guidance_scale = 1.0
+    scoring_clamp = staticmethod(clamp_toward_range)  # the VQGAN+CLIP notebook's clamp of the decoded image
 
     def __init__(self, model: VQGAN, z: Tensor, settings: Settings) -> None:
         self.model = model
