@@ -99,8 +99,26 @@ def ensure_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".artgen-probe-"):
             pass
     except OSError as error:
-        raise UserError(f"cannot write to output folder {folder} ({error.strerror or error}): "
+        raise UserError(f"cannot write to output folder {folder}: {_why_not_writable(folder, error)}; "
                         "choose a writable --output location") from None
+
+
+def _why_not_writable(folder: Path, error: OSError) -> str:
+    """Why a folder cannot be created or take files, in words that fit the case (the OS's own can mislead:
+    /proc answers "No such file or directory" for a folder that exists)."""
+    existing = next(part for part in (folder, *folder.parents) if part.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if error.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if error.errno == errno.ENOSPC:
+        return "the disk is full"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({error.strerror})"
+    if error.errno == errno.ENOENT:
+        return (f"{existing} does not take new files or folders ({error.strerror}), as on a special file system "
+                "such as /proc or /sys")
+    return f"{error.strerror or error}"
 
 
 def step_path(path: Path, step: int) -> Path:

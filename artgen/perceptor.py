@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UsageError, UserError
+from .files import readable_file
 from .models.checkpoints import load_safely
 from .speed import maybe_compile, to_channels_last
 
@@ -73,9 +74,7 @@ def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
 
 def register_model_config(path: str | Path) -> str:
     """Make a custom open_clip model-config JSON known to open_clip; returns its model name (the file stem)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"CLIP model config {path} does not exist: check the path")
+    path = readable_file(path, "CLIP model config")
     open_clip.add_model_config(path)
     return path.stem
 

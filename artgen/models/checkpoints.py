@@ -14,13 +14,13 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..files import readable_file
 
 
 def load_safely(path: Path, what: str, missing_fix: str, allow: tuple[type, ...] = (),
                 map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with ``allow`` admitted; ``what`` names the file in errors."""
-    if not path.is_file():
-        raise UserError(f"{what} {path} does not exist: {missing_fix}")
+    readable_file(path, what, missing_fix)
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location=map_location, weights_only=True)
