@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .errors import RunInterrupted, UserError
 from .generators import generator_class
 from .loop import optimize
+from .memory import check_fits
 from .objective import Objective, build_objective
 from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
 from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_clip_spec,
@@ -127,6 +128,7 @@ def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[Clip
     """Check what needs no model: the device, the generator name and the CLIP names; fill in the CLIP scale."""
     device = resolve_device(settings.device)
     cls = generator_class(settings.generator)
+    check_fits(settings, device)
     if settings.clip_guidance_scale is None:
         settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
     for config in settings.clip_config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 
@@ -111,3 +112,76 @@ def test_artgen_home_below_a_file_is_one_line(artgen, tmp_path, monkeypatch):
     (tmp_path / "cache").write_text("")
     monkeypatch.setenv("ARTGEN_HOME", str(tmp_path / "cache" / "artgen"))
     one_error(artgen("models", "list"), "ARTGEN_HOME=", "cache is a file")
+
+
+# --- sizes that cannot fit ---
+
+@pytest.fixture
+def no_allocation(monkeypatch):
+    """Fail loudly if a run gets as far as building its generator or CLIP models."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run went on to allocate")
+    monkeypatch.setattr("artgen.generators.vqgan.VQGANGenerator.from_settings", refuse)
+    monkeypatch.setattr("artgen.generators.diffusion.DiffusionGenerator.from_settings", refuse)
+    monkeypatch.setattr("artgen.run.clip_models", refuse)
+
+
+@pytest.mark.parametrize("generator", ["vqgan", "diffusion"])
+def test_a_size_that_cannot_fit_is_refused_before_allocating(artgen, tiny_models, no_allocation, generator):
+    flags = tiny_models.vqgan_flags if generator == "vqgan" else tiny_models.diffusion_flags
+    one_error(artgen("generate", "x", *flags, "--steps", "1", "--width", "100000", "--height", "100000"),
+              "100000x100000 needs about", "GiB", "memory available on cpu", "the largest size that fits", "--width")
+
+
+def test_checkpointing_is_offered_where_it_helps(artgen, no_allocation, tmp_path, monkeypatch):
+    """The downloadable VQGANs' decoder (read before its download) is dominated by its full-size feature maps."""
+    monkeypatch.setenv("ARTGEN_HOME", str(tmp_path / "cache"))
+    one_error(artgen("generate", "x", "--width", "100000", "--height", "100000", "--steps", "1"),
+              "the VQGAN decoder's activations", "the largest size that fits", "--checkpointing fits up to")
+
+
+def test_animations_and_candidates_are_checked_too(artgen, tiny_models, no_allocation):
+    big = ["--width", "100000", "--height", "100000", "--steps", "1"]
+    one_error(artgen("animate", "x", *tiny_models.vqgan_flags, *big, "--frames", "2"), "100000x100000 needs about")
+    one_error(artgen("generate", "x", *tiny_models.vqgan_flags, *big, "--candidates", "2"), "needs about")
+
+
+def test_the_largest_size_offered_fits_and_checkpointing_needs_less(tiny_models):
+    from artgen.memory import footprint
+    from artgen.settings import build_settings
+
+    settings = build_settings(None, None, tiny_models.settings("diffusion", width=64, height=32))
+    cost = footprint(settings)
+    width, height = cost.largest(64, 32, 8 * 2**30)
+    assert abs(width / height - 2) < 0.05 and width % cost.factor == height % cost.factor == 0
+    assert cost.bytes_at(width, height) <= 8 * 2**30 < cost.bytes_at(width + 2 * cost.factor, height + cost.factor)
+    lean = footprint(dataclasses.replace(settings, checkpointing=True))
+    assert lean.bytes_at(512, 512) < cost.bytes_at(512, 512)
+
+
+def test_cuda_reads_its_free_memory(monkeypatch):
+    import torch
+
+    from artgen.memory import available_bytes
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * 2**30, 80 * 2**30))
+    assert available_bytes(torch.device("cuda")) == 3 * 2**30
+    assert available_bytes(torch.device("cpu")) > 0
+
+
+@pytest.mark.parametrize("preset", ["default", "fast", "quality", "wikiart", "diffusion-256", "diffusion-512",
+                                    "offline", "offline-vqgan"])
+def test_the_presets_fit_a_24_gib_machine(monkeypatch, preset):
+    """A 24 GiB machine has about 22 GiB available with the system running: no preset's size is refused there."""
+    import torch
+
+    from artgen.memory import check_fits
+    from artgen.settings import build_settings
+
+    monkeypatch.setattr("artgen.memory.available_bytes", lambda device: 22 * 2**30)
+    check_fits(build_settings(preset, None, {"prompts": ["x"]}), torch.device("cpu"))
+
+
+def test_a_normal_size_runs(artgen, tiny_models):
+    result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "1", "--cutn", "2", "--seed", "0")
+    assert result.code == 0, result.err
