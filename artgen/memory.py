@@ -118,7 +118,8 @@ def unet_shape(config: Any) -> tuple[list[float], float, int]:
     return _levels(channels, blocks), _attention(attention), 2 ** lowest
 
 
-def footprint(settings: Settings, device: torch.device = torch.device("cpu"), clip_input: int = CLIP_INPUT) -> Footprint:
+def footprint(settings: Settings, device: torch.device = torch.device("cpu"),
+              clip_input: int = CLIP_INPUT) -> Footprint:
     """What the run's size costs, from the generator's architecture (read from local files only)."""
     if settings.generator == "diffusion":
         from .generators.diffusion import unet_config
@@ -165,25 +166,25 @@ def available_bytes(device: torch.device) -> int:
 
 def check_fits(settings: Settings, device: torch.device) -> None:
     """Refuse, in one line, a size whose estimated memory exceeds what this device has free."""
-    needed_fp = footprint(settings, device)
-    needed = needed_fp.bytes_at(settings.width, settings.height)
+    cost = footprint(settings, device)
+    needed = cost.bytes_at(settings.width, settings.height)
     available = available_bytes(device)
     if needed <= available:
         return
     where = "GPU memory free" if device.type == "cuda" else "memory available"
     routes = []
-    largest = needed_fp.largest(settings.width, settings.height, available)
+    largest = cost.largest(settings.width, settings.height, available)
     if largest:
         routes.append(f"the largest size that fits is about --width {largest[0]} --height {largest[1]}")
     if not settings.checkpointing:
-        lean = footprint(dataclasses.replace(settings, checkpointing=True), device).largest(settings.width, settings.height,
-                                                                                   available)
+        lean_cost = footprint(dataclasses.replace(settings, checkpointing=True), device)
+        lean = lean_cost.largest(settings.width, settings.height, available)
         if lean and (not largest or lean[0] > largest[0]):
             routes.append(f"--checkpointing fits up to about {lean[0]}x{lean[1]}")
     if settings.batch > 1:
         routes.append("a smaller --batch")
     fix = "; ".join(routes) or "this device has too little memory for any size of this model"
-    raise UserError(f"{settings.width}x{settings.height} needs about {_gib(needed)} for {needed_fp.what} (estimate), "
+    raise UserError(f"{settings.width}x{settings.height} needs about {_gib(needed)} for {cost.what} (estimate), "
                     f"more than the {_gib(available)} of {where} on {device.type}: {fix}")
 
 

@@ -101,8 +101,18 @@ class Perceptor(nn.Module):
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
+        """Texts -> [N,D] unit vectors; the tokenizer cuts each at the model's context length (see ignored_text)."""
         tokens = self.tokenizer(texts).to(self.mean.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def ignored_text(self, text: str) -> str:
+        """The end of a text that this model's tokenizer cuts off (CLIP reads a fixed number of tokens, its start
+        and end tokens included); empty when the text fits, or when the tokenizer cannot say."""
+        room = getattr(self.tokenizer, "context_length", 0) - 2
+        if room <= 0 or not hasattr(self.tokenizer, "encode") or not hasattr(self.tokenizer, "decode"):
+            return ""
+        ids = self.tokenizer.encode(text)
+        return self.tokenizer.decode(ids[room:]).strip() if len(ids) > room else ""
 
 
 def load_perceptors(specs: list[ClipSpec], device: torch.device, channels_last: bool = False,

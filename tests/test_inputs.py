@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import subprocess
 
 import imageio_ffmpeg
@@ -185,3 +187,73 @@ def test_the_presets_fit_a_24_gib_machine(monkeypatch, preset):
 def test_a_normal_size_runs(artgen, tiny_models):
     result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "1", "--cutn", "2", "--seed", "0")
     assert result.code == 0, result.err
+
+
+# --- values that pass validation but make nonsense ---
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--zoom", "0:(1), 1:(1e30)", ("--zoom gives 1e+30 at frame 1", "(0, 10]")),
+    ("--angle", "1e30", ("--angle gives 1e+30 at frame 0", "[-360, 360]")),
+    ("--translation-x", "0:(0), 1:(-40)", ("--translation-x gives -40 at frame 1", "[-32, 32]")),
+    ("--translation-y", "1e30", ("--translation-y", "[-32, 32]")),
+    ("--steps-per-frame", "1e30", ("--steps-per-frame gives", "[1, 100000]")),
+])
+def test_camera_schedules_out_of_range_are_refused(artgen, tiny_models, no_allocation, flag, value, words):
+    result = artgen("animate", "x", *tiny_models.vqgan_flags, "--steps", "1", "--frames", "2", flag, value)
+    one_error(result, *words)
+    assert result.code == 2
+
+
+@pytest.mark.parametrize("prompt, words", [
+    ("a red circle:1e308", ("weight 1e+308 is outside -10000 to 10000",)),
+    ("a red circle:-2e4", ("weight -20000 is outside",)),
+    ("a red circle:1:100", ("stop 100 is outside -4.93 to 4.93",)),
+])
+def test_prompt_weights_and_stops_are_bounded(artgen, tiny_models, prompt, words):
+    result = artgen("generate", prompt, *tiny_models.vqgan_flags, "--steps", "1")
+    one_error(result, *words)
+    assert result.code == 2
+
+
+def test_a_nan_or_inf_tail_is_read_as_text_with_a_warning(artgen, tiny_models):
+    result = artgen("generate", "a red circle:nan|a blue square: -Inf", *tiny_models.vqgan_flags, "--steps", "1",
+                    "--cutn", "2")
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if "read as part of the text" in line]
+    assert len(warnings) == 2 and "'nan'" in warnings[0] and "'-Inf'" in warnings[1], result.err
+
+
+def test_a_prompt_longer_than_clip_reads_warns_once_with_the_ignored_words(artgen, tiny_models):
+    words = [f"{colour} {shape}" for colour in ("red", "blue", "green") for shape in ("circle", "square", "star")]
+    prompt = " ".join(words * 20)
+    result = artgen("generate", prompt, *tiny_models.vqgan_flags, "--clip", "artgen-tiny-clip", "--steps", "1",
+                    "--cutn", "2")  # two CLIP models with the same tokenizer: still one warning
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if "is longer than CLIP" in line]
+    assert len(warnings) == 1, result.err
+    quoted = re.search(r"from '(.*)' on$", warnings[0]).group(1)
+    assert quoted.endswith(" ...") and len(quoted.split()) == 9 and quoted.removesuffix(" ...") in prompt
+    short = artgen("generate", "a red circle", *tiny_models.vqgan_flags, "--steps", "1", "--cutn", "2")
+    assert "longer than" not in short.err
+
+
+def diverged(**values) -> str:
+    from artgen.run import diverged_message
+    from artgen.settings import build_settings
+
+    return diverged_message(build_settings(None, None, {"prompts": ["x"], "device": "cpu", **values}), 3, math.nan)
+
+
+def test_the_divergence_message_names_causes_of_this_run(monkeypatch):
+    import torch
+
+    vqgan = diverged()
+    assert "--lr (now 0.1)" in vqgan and "--clamp-max" not in vqgan and "CUDA" not in vqgan
+    assert "fp16" not in vqgan and "--precision" not in vqgan
+    diffusion = diverged(generator="diffusion", clip_guidance_scale=5000.0)
+    assert "--lr" not in diffusion and "--clip-guidance-scale (now 5000.0)" in diffusion
+    assert "--clamp-max (now 0.05)" in diffusion and "--no-diffusion-fp16" not in diffusion
+    assert "--precision fp32, now bf16" in diverged(precision="bf16")
+    assert "prompt weight (5000 on 'a red circle')" in diverged(prompts=["a red circle:5000"])
+    monkeypatch.setattr("artgen.run.resolve_device", lambda name: torch.device("cuda"))
+    assert "--no-diffusion-fp16" in diverged(generator="diffusion")
