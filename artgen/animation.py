@@ -130,8 +130,8 @@ class FramePlan:
             return default
         steps = round(self.value(self.steps, frame))
         if not 1 <= steps <= MAX_STEPS_PER_FRAME:
-            raise UsageError(f"--steps-per-frame gives {steps} steps at frame {frame}: keep it in "
-                             f"[1, {MAX_STEPS_PER_FRAME}]")
+            raise UsageError(f"--steps-per-frame gives {steps} steps at frame {frame}: keep it at 1 or more and "
+                             f"at most {MAX_STEPS_PER_FRAME}")
         return steps
 
     def strength_at(self, frame: int) -> float:

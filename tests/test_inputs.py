@@ -196,7 +196,7 @@ def test_a_normal_size_runs(artgen, tiny_models):
     ("--angle", "1e30", ("--angle gives 1e+30 at frame 0", "[-360, 360]")),
     ("--translation-x", "0:(0), 1:(-40)", ("--translation-x gives -40 at frame 1", "[-32, 32]")),
     ("--translation-y", "1e30", ("--translation-y", "[-32, 32]")),
-    ("--steps-per-frame", "1e30", ("--steps-per-frame gives", "[1, 100000]")),
+    ("--steps-per-frame", "1e30", ("--steps-per-frame gives", "at most 100000")),
 ])
 def test_camera_schedules_out_of_range_are_refused(artgen, tiny_models, no_allocation, flag, value, words):
     result = artgen("animate", "x", *tiny_models.vqgan_flags, "--steps", "1", "--frames", "2", flag, value)
