@@ -36,6 +36,8 @@ from .speed import precision_context
 
 log = logging.getLogger("artgen")
 DEFAULT_FPS = 12.0
+MAX_ZOOM = 10.0  # per frame: beyond it a frame keeps under 1% of the last one's pixels
+MAX_STEPS_PER_FRAME = 100_000  # a hundred times the longest preset run; 1e30 would never finish
 # Settings that may change between a run and its --resume: they do not alter the frames already made.
 RESUMABLE = ("overwrite", "resume", "frames", "fps", "crf", "gif", "device")
 
@@ -97,12 +99,24 @@ class FramePlan:
                 schedule.check_frames(frames, name.replace("_", "-"))
         plan = cls(schedules["zoom"], schedules["angle"], schedules["translation_x"], schedules["translation_y"],
                    schedules["init_strength"], steps, settings.interpolation)
+        limits = plan.limits(settings.width, settings.height)
         for frame in range(frames):  # find a bad value now, not after hours of frames
             plan.steps_at(frame, settings.steps)
             plan.strength_at(frame)
-            if not plan.value(plan.zoom, frame) > 0:
-                raise UsageError(f"--zoom gives {plan.value(plan.zoom, frame)} at frame {frame}: keep it above 0")
+            for name, (schedule, low, high, low_open) in limits.items():
+                value = plan.value(schedule, frame)
+                if not (low < value if low_open else low <= value) or value > high:
+                    span = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
+                    raise UsageError(f"--{name} gives {value:g} at frame {frame}: keep it in {span}")
         return plan
+
+    def limits(self, width: int, height: int) -> dict[str, tuple[Schedule, float, float, bool]]:
+        """The sane range of each camera move per frame (schedule, low, high, low end open): a zoom beyond 10x,
+        a turn past a full circle or a shift past the whole picture in one frame leaves nothing of the last
+        frame to continue from (and 1e30 makes NaN frames)."""
+        return {"zoom": (self.zoom, 0.0, MAX_ZOOM, True), "angle": (self.angle, -360.0, 360.0, False),
+                "translation-x": (self.translation_x, -width, width, False),
+                "translation-y": (self.translation_y, -height, height, False)}
 
     def value(self, schedule: Schedule, frame: int) -> float:
         return schedule.at(frame, self.interpolation)
@@ -115,8 +129,9 @@ class FramePlan:
         if self.steps is None:
             return default
         steps = round(self.value(self.steps, frame))
-        if steps < 1:
-            raise UsageError(f"--steps-per-frame gives {steps} steps at frame {frame}: keep it at 1 or more")
+        if not 1 <= steps <= MAX_STEPS_PER_FRAME:
+            raise UsageError(f"--steps-per-frame gives {steps} steps at frame {frame}: keep it at 1 or more and "
+                             f"at most {MAX_STEPS_PER_FRAME}")
         return steps
 
     def strength_at(self, frame: int) -> float:

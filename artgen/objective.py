@@ -8,6 +8,7 @@ single one would be.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .errors import UsageError
 from .output import load_image, pil_to_tensor
 from .perceptor import Perceptor
 from .prior import GUIDANCE_CUTOUTS, DiffusionPrior
-from .prompts import Prompt, parse_prompts, prompt_loss
+from .prompts import Prompt, parse_prompts, prompt_loss, warn_non_finite_tails
 from .settings import Settings
 
 PROMPT_IMAGE_SIDE = 1024  # image prompts larger than twice this are shrunk on reading (CLIP sees 224-448)
@@ -181,6 +182,8 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
     pictures = [load_image(p.text, "image prompt", (PROMPT_IMAGE_SIDE, PROMPT_IMAGE_SIDE)) for p in images]
     plan = CutPlan.from_settings(settings)
     prompts: list[Prompt] = texts + images
+    warn_non_finite_tails(prompts)
+    warn_ignored_text(texts, perceptors)
     targets = []
     for perceptor in perceptors:
         embeds = []
@@ -197,6 +200,24 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
                     (settings.sat_scale, losses.saturation)]
     prior = (settings.prior_scale, DiffusionPrior.from_settings(settings, device)) if settings.prior_scale else None
     return Objective(targets, regularizers, settings.clip_guidance_scale, plan, prior, clamp)
+
+
+def warn_ignored_text(texts: list[Prompt], perceptors: list[Perceptor], shown_words: int = 8) -> None:
+    """Say once per prompt (and per cut, when models cut differently) what CLIP will not read of a long prompt,
+    quoting its first few words: a silently cut prompt looks as if its end were ignored by the optimizer."""
+    said: set[tuple[str, str]] = set()
+    for prompt in texts:
+        for perceptor in perceptors:
+            tail = perceptor.ignored_text(prompt.text)
+            if not tail or (prompt.text, tail) in said:
+                continue
+            said.add((prompt.text, tail))
+            words = tail.split()
+            quoted = " ".join(words[:shown_words]) + (" ..." if len(words) > shown_words else "")
+            start = prompt.text[:40] + ("..." if len(prompt.text) > 40 else "")
+            logging.getLogger("artgen").warning(
+                "prompt %r is longer than CLIP %s reads (%d tokens): the last %d words are ignored, from %r on",
+                start, perceptor.spec.model, perceptor.tokenizer.context_length, len(words), quoted)
 
 
 def embed_images(perceptor: Perceptor, pictures: list, device: torch.device) -> Tensor:

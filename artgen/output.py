@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import __version__
 from .errors import UsageError, UserError
+from .files import readable_file
 
 METADATA_KEY = "artgen"
 _TEMPLATE_FIELDS = ("prompt", "seed", "n", "generator", "width", "height", "date", "time")
@@ -156,7 +157,7 @@ def ensure_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".artgen-probe-"):
             pass
     except OSError as error:
-        raise UserError(f"cannot write to output folder {folder} ({error.strerror or error}): "
+        raise UserError(f"cannot write to output folder {folder}: {_why_not_writable(folder, error)}; "
                         "choose a writable --output location") from None
 
 
@@ -166,6 +167,24 @@ def next_free(path: Path) -> Path:
     while (free := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
         number += 1
     return free
+
+
+def _why_not_writable(folder: Path, error: OSError) -> str:
+    """Why a folder cannot be created or take files, in words that fit the case (the OS's own can mislead:
+    /proc answers "No such file or directory" for a folder that exists)."""
+    existing = next(part for part in (folder, *folder.parents) if part.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if error.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if error.errno == errno.ENOSPC:
+        return "the disk is full"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({error.strerror})"
+    if error.errno == errno.ENOENT:
+        return (f"{existing} does not take new files or folders ({error.strerror}), as on a special file system "
+                "such as /proc or /sys")
+    return f"{error.strerror or error}"
 
 
 def step_path(path: Path, step: int) -> Path:
@@ -236,8 +255,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     try:
         with open_image(path, "image") as picture:
             text = picture.info.get(METADATA_KEY)
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist: check the path") from None
     except ValueError as error:  # PIL: a compressed text chunk that expands past its limit
         raise UserError(f"cannot read image {path} ({error}): it holds an oversized text chunk; "
                         "give a PNG written by artgen") from None
@@ -301,7 +318,7 @@ def _json_kind(value: Any) -> str:
 def open_image(path: str | Path, what: str) -> Iterator[Image.Image]:
     """An image file opened lazily (no pixel decoded yet), refused in one line when it claims more than
     MAX_PIXELS. Errors of PIL (OSError, ValueError, UnidentifiedImageError) are left to the caller."""
-    with open(path, "rb") as stream:
+    with open(readable_file(path, what), "rb") as stream:
         picture = _identify(stream, str(path))
         try:
             if picture.width * picture.height > MAX_PIXELS:
@@ -343,8 +360,6 @@ def load_image(path: str | Path, what: str, cover: tuple[int, int] | None = None
     try:
         with open_image(path, what) as picture:
             return _reduced(picture, cover).convert("RGB") if cover else picture.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist: check the path") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): "
                         "give a PNG, JPEG or WebP file") from None

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UsageError, UserError
+from .files import readable_file
 from .models import hub
 from .models.checkpoints import load_safely, load_script_weights
 from .models.torchscript import is_torchscript
@@ -77,9 +78,7 @@ def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
 
 def register_model_config(path: str | Path) -> str:
     """Make a custom open_clip model-config JSON known to open_clip; returns its model name (the file stem)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"CLIP model config {path} does not exist: check the path")
+    path = readable_file(path, "CLIP model config")
     open_clip.add_model_config(path)
     return path.stem
 
@@ -106,8 +105,18 @@ class Perceptor(nn.Module):
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
+        """Texts -> [N,D] unit vectors; the tokenizer cuts each at the model's context length (see ignored_text)."""
         tokens = self.tokenizer(texts).to(self.mean.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def ignored_text(self, text: str) -> str:
+        """The end of a text that this model's tokenizer cuts off (CLIP reads a fixed number of tokens, its start
+        and end tokens included); empty when the text fits, or when the tokenizer cannot say."""
+        room = getattr(self.tokenizer, "context_length", 0) - 2
+        if room <= 0 or not hasattr(self.tokenizer, "encode") or not hasattr(self.tokenizer, "decode"):
+            return ""
+        ids = self.tokenizer.encode(text)
+        return self.tokenizer.decode(ids[room:]).strip() if len(ids) > room else ""
 
 
 def load_perceptors(specs: list[ClipSpec], device: torch.device, channels_last: bool = False,
@@ -264,8 +273,7 @@ def _read_state(path: Path) -> tuple[dict[str, Tensor], bool]:
     """A state dict from .safetensors, a TorchScript archive (only its tensors are read) or a .pt/.bin;
     and whether the file shows OpenAI's layout (its metadata keys, or QuickGELU modules), whose
     weights need QuickGELU."""
-    if not path.is_file():
-        raise UserError(f"CLIP checkpoint {path} does not exist: check the --clip-checkpoint path")
+    readable_file(path, "CLIP checkpoint", "check the --clip-checkpoint path")
     quick_gelu_modules = False
     if path.suffix == ".safetensors":
         try:

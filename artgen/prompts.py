@@ -7,6 +7,7 @@ away from the prompt. ``stop`` ends a prompt's pull once its distance falls belo
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -18,7 +19,15 @@ from torch import Tensor
 from .errors import UsageError
 
 _NUMBER_LIKE = re.compile(r"^\s*[-+]?[0-9.][0-9.eE+-]*\s*$|^\s*$")
+_NON_FINITE_TAIL = re.compile(r":\s*([-+]?(nan|inf|infinity))\s*$", re.I)
 SYNTAX_HINT = 'write prompts as "text:weight:stop" (weight and stop optional), joined with "|"'
+# A prompt's loss is its weight times a distance of at most pi^2/2, next to terms of order 1 (tv, range, init
+# pull) and a guidance scale that sets the overall strength. The presets and examples use weights up to 2; past
+# 1e4 one prompt drowns every other term by four orders of magnitude, and weights near float32's range (1e38)
+# overflow the loss to inf or NaN. 1e4 leaves room for any deliberate emphasis while refusing those.
+MAX_WEIGHT = 1e4
+MAX_DISTANCE = math.pi ** 2 / 2  # spherical_distance's largest value: a stop beyond +-this never or always applies
+log = logging.getLogger("artgen")
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,22 @@ def parse_prompt(source: str) -> Prompt:
     values = [_parse_number(n, source) for n in numbers]
     weight = values[0] if values else 1.0
     stop = values[1] if len(values) > 1 else -math.inf
+    if abs(weight) > MAX_WEIGHT:
+        raise UsageError(f"prompt {source!r}: weight {weight:g} is outside -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}; "
+                         "a prompt's strength is its weight relative to the others: use a weight like 1 or 2")
+    if len(values) > 1 and abs(stop) > MAX_DISTANCE:
+        raise UsageError(f"prompt {source!r}: stop {stop:g} is outside -{MAX_DISTANCE:.2f} to {MAX_DISTANCE:.2f}, "
+                         "the range of a prompt's distance, so it would never (or always) stop the pull")
     return Prompt(text, weight, stop)
+
+
+def warn_non_finite_tails(prompts: list[Prompt]) -> None:
+    """Say when a prompt ends in ":nan" or ":inf": they look like a weight but are read as part of the text."""
+    for prompt in prompts:
+        match = _NON_FINITE_TAIL.search(prompt.text)
+        if match:
+            log.warning("prompt %r: the trailing %r was read as part of the text, not as a weight or stop (those "
+                        "must be finite numbers)", prompt.text, match.group(1))
 
 
 def _parse_number(text: str, source: str) -> float:

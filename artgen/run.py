@@ -20,10 +20,12 @@ from tqdm import tqdm
 from .errors import RunInterrupted, UserError
 from .generators import generator_class
 from .loop import optimize
+from .memory import check_fits
 from .objective import Objective, build_objective
 from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
 from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_clip_spec,
                         register_model_config, with_bundled_weights)
+from .prompts import parse_prompts
 from .runlog import RunLog
 from .settings import Settings, build_settings
 from .speed import precision_context, warn_if_slow_precision
@@ -128,6 +130,7 @@ def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[Clip
     device = resolve_device(settings.device)
     warn_if_slow_precision(settings.precision, device)
     cls = generator_class(settings.generator)
+    check_fits(settings, device)
     if settings.clip_guidance_scale is None:
         settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
     for config in settings.clip_config:
@@ -253,10 +256,29 @@ def _stop_diverged(generator, good: tuple[int, dict], settings: Settings, paths:
 
 
 def diverged_message(settings: Settings, step: int, loss: float) -> str:
-    """Name what usually makes a run blow up, with the values this run used."""
-    return (f"the loss became {loss} at step {step}: the run diverged. Try a lower --lr (now {settings.lr}) or "
-            f"--clip-guidance-scale (now {settings.clip_guidance_scale}), or full precision "
-            f"(--no-diffusion-fp16 on CUDA)")
+    """Name what likely made this run blow up, from the settings it used: only flags that act on its generator
+    and device (diffusion has no learning rate; --diffusion-fp16 does nothing on a CPU)."""
+    causes = [f"a lower --clip-guidance-scale (now {settings.clip_guidance_scale})"]
+    if settings.generator == "diffusion":
+        causes.append(f"a lower --clamp-max (now {settings.clamp_max})" if settings.clamp_grad
+                      else "--clamp-grad (now off)")
+    else:
+        causes.insert(0, f"a lower --lr (now {settings.lr})")
+    heavy = [p for p in parse_prompts([*settings.prompts, *settings.image_prompts]) if abs(p.weight) > 10]
+    if heavy:
+        causes.insert(0, f"a smaller prompt weight ({heavy[0].weight:g} on {heavy[0].text[:30]!r})")
+    if settings.precision != "fp32":
+        causes.append(f"full precision (--precision fp32, now {settings.precision})")
+    if settings.generator == "diffusion" and settings.diffusion_fp16 and _runs_on_cuda(settings):
+        causes.append("--no-diffusion-fp16")
+    return f"the loss became {loss} at step {step}: the run diverged. Try {', '.join(causes[:-1])} or {causes[-1]}"
+
+
+def _runs_on_cuda(settings: Settings) -> bool:
+    try:
+        return resolve_device(settings.device).type == "cuda"
+    except UserError:
+        return False
 
 
 def _metadata(settings: Settings, step: int, loss: float) -> dict[str, Any]:

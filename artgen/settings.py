@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import UsageError
+from .files import readable_file
 from .prompts import parse_prompts
 from .schedules import parse_prompt_keyframes, parse_schedule
 
@@ -316,9 +317,8 @@ def preset_path(name_or_path: str) -> Path | Any:
     """A preset file: a bundled name, or a path to a YAML file."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.is_file():
-            raise UsageError(f"preset file {name_or_path!r} does not exist: check the path, or use a name from `artgen presets`")
-        return candidate
+        return readable_file(candidate, "preset file", "check the path, or use a name from `artgen presets`",
+                             UsageError)
     bundled = resources.files("artgen.presets") / f"{name_or_path}.yaml"
     if not bundled.is_file():
         raise UsageError(f"unknown preset {name_or_path!r}: choose one of {', '.join(preset_names())} or give a YAML file path")

@@ -7,19 +7,43 @@ under the final name.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v2 as imageio_v2
 import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
 from .errors import UsageError, UserError
+from .files import readable_file
+
+
+def check_video(path: str | Path) -> Path:
+    """The input video as a Path once it is a readable, non-empty file with a video stream; else one line on what it is.
+
+    ffmpeg's own failures for these ("Error opening output files" for an audio-only file) name the wrong thing."""
+    path = readable_file(path, "input video")
+    if path.stat().st_size == 0:
+        raise UserError(f"input video {path} is empty (0 bytes): give a video file with frames")
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                           capture_output=True, text=True, errors="replace", timeout=60).stderr
+    if not re.search(r"^Input #0", probe, flags=re.M):
+        reason = probe.strip().splitlines()[-1][:120] if probe.strip() else "no output from ffmpeg"
+        raise UserError(f"cannot read video {path} ({reason}): give a video file ffmpeg can decode")
+    streams = set(re.findall(r"^\s*Stream #\S+.*?: (\w+):", probe, flags=re.M))  # Video, Audio, Subtitle, ...
+    if "Video" not in streams:
+        holds = f"only {' and '.join(sorted(streams)).lower()}" if streams else "no streams"
+        raise UserError(f"input video {path} has no video stream ({holds}): give a file with video frames")
+    return path
 
 
 def video_fps(path: str | Path) -> float:
     """Frames per second of a video file."""
+    path = check_video(path)
     try:
         fps = float(iio.immeta(path, plugin="FFMPEG").get("fps") or 0)
     except (OSError, RuntimeError, ValueError, StopIteration) as error:
@@ -31,9 +55,7 @@ def video_fps(path: str | Path) -> float:
 
 def read_frames(path: str | Path, every_nth: int = 1, limit: int = 0) -> Iterator[Image.Image]:
     """Every ``every_nth`` frame of a video as RGB images, at most ``limit`` of them (0: all)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input video {path} does not exist: check the path")
+    path = check_video(path)
     taken = 0
     try:
         for index, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
+from ..files import readable_file
 from ..models import hub
 from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
 from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
@@ -42,10 +43,9 @@ def unet_config(settings: Settings) -> UNetConfig:
 
 
 def _config_from_file(path: Path) -> UNetConfig:
+    readable_file(path, "--diffusion-config", error=UsageError)
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--diffusion-config {path} does not exist: check the path") from None
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
         raise UsageError(f"--diffusion-config {path} is not readable YAML ({type(error).__name__}): fix the file") from None
     names = {f.name for f in dataclasses.fields(UNetConfig)}

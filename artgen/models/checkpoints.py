@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..files import readable_file
 from .torchscript import (CustomState, ForbiddenGlobal, ScriptWeights, is_torchscript, pickle_protocol,
                           read_torchscript, read_zip_pickle, zip_root)
 
@@ -32,8 +33,7 @@ def load_safely(path: Path, what: str, missing_fix: str, allow: tuple[type, ...]
 
     ``expected`` says what the file should be, for the message when it is a TorchScript archive instead.
     """
-    if not path.is_file():
-        raise UserError(f"{what} {path} does not exist: {missing_fix}")
+    readable_file(path, what, missing_fix)
     _refuse_unreadable_kinds(path, what, expected)
     if (pickle_protocol(path) or 2) > 2:  # a torch.save zip of protocol 3+: torch's loader would refuse it
         return _own_unpickler(path, what, allow)

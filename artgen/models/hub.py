@@ -92,9 +92,18 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
 
 
 def home() -> Path:
-    """The cache root: $ARTGEN_HOME, else the user cache folder."""
+    """The cache root: $ARTGEN_HOME, else the user cache folder; refused when it or a folder above is a file.
+
+    Checked here, where every command that uses the cache asks for it, so a misdirected ARTGEN_HOME is one line
+    rather than a NotADirectoryError on the first download or "not cached" for every model."""
     configured = os.environ.get("ARTGEN_HOME")
-    return Path(configured).expanduser() if configured else Path(platformdirs.user_cache_dir("artgen"))
+    root = Path(configured).expanduser() if configured else Path(platformdirs.user_cache_dir("artgen"))
+    blocker = next((part for part in (root, *root.parents) if part.exists() and not part.is_dir()), None)
+    if blocker is not None:
+        source = f"ARTGEN_HOME={configured}" if configured else f"the models cache {root}"
+        raise UserError(f"{source}: {blocker} is a file, not a folder; point ARTGEN_HOME at a folder for the "
+                        "models cache (or unset it to use the default)")
+    return root
 
 
 def known_model(name: str, kind: str | None = None) -> KnownModel:

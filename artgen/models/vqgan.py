@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
+from ..files import readable_file
 from .checkpoints import load_safely
 
 VQ_TARGETS = ("taming.models.vqgan.VQModel", "taming.models.vqgan.GumbelVQ")
@@ -303,8 +304,7 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"VQGAN config {path} does not exist: check the path, or see `artgen models path`")
+    readable_file(path, "VQGAN config", "check the path, or see `artgen models path`")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
