@@ -10,6 +10,7 @@ import time
 import torch
 
 import artgen.run as run_module
+from artgen.clamps import clamp_straight_through
 from artgen.generators.vqgan import VQGANGenerator
 from artgen.output import read_metadata
 from artgen.settings import build_settings
@@ -22,6 +23,7 @@ class SlowGenerator:
     with no Python of its own; on its second step it sends SIGINT to this process shortly into backward."""
 
     default_clip_guidance_scale = 1.0
+    scoring_clamp = staticmethod(clamp_straight_through)
     model = None
     backward_seconds: list[float] = []
     signalled_at: list[float] = []
