@@ -119,13 +119,14 @@ def first_command(block: str) -> str:
 @pytest.mark.parametrize("block", blocks("bash"), ids=first_command)
 def test_every_readme_command_runs(block, artgen, tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("ARTGEN_HOME", str(tmp_path / "cache"))
+    # the video the README's stylize-video example reads, as a user would have one: 4 frames at 32x32
     imageio.mimwrite(tmp_path / "walk.mp4", [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(4)], fps=4)
     for words, comment in command_lines(block):
         args = runnable(words, tiny_models)
         if isinstance(args, str):
             continue
         result = artgen(*args)
-        assert result.code == 0, f"README command {shlex.join(words)} failed as artgen {shlex.join(args)}:\n{result.err}"
+        assert result.code == 0, f"README: {shlex.join(words)} failed as artgen {shlex.join(args)}:\n{result.err}"
         for name in written_files(comment):
             assert (tmp_path / name).is_file(), f"README says {shlex.join(words)} writes {name}; it did not"
 

@@ -33,7 +33,8 @@ def test_scale_one_writes_only_the_image(artgen, tiny_models, tmp_path):
 def test_scales_outside_one_to_sixteen_are_refused_in_one_line(artgen, value):
     result = artgen("generate", "a red circle", "--save-scale", value)
     assert result.code == 2
-    assert result.err.startswith("artgen: error: --save-scale must be a whole factor from 1") and result.err.count("\n") == 1
+    assert result.err.startswith("artgen: error: --save-scale must be a whole factor from 1")
+    assert result.err.count("\n") == 1
 
 
 def test_the_offline_presets_enlarge_their_tiny_images():
