@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
-PROMPT ?= a blue square on a white background
+PROMPT ?= a yellow circle
 
 .PHONY: demo test install install-test clean
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ from .generators import generator_class
 from .loop import optimize
 from .memory import check_fits
 from .objective import Objective, build_objective
-from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path
+from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path, to_pil
 from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_clip_spec,
                         register_model_config, with_bundled_weights)
 from .prompts import parse_prompts
@@ -48,6 +49,11 @@ class Result:
     @property
     def path(self) -> Path:
         return self.paths[0]
+
+    @property
+    def image(self) -> Tensor:
+        """The first image, [3,H,W] in [0,1] (the one at ``path``)."""
+        return self.images[0]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -197,6 +203,30 @@ def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, 
 
 
 def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool) -> Path:
+    """Save the 1:1 PNG, and with the recipe's save_scale above 1 its enlargement beside whichever name it took."""
+    saved = _save_free(image, path, metadata, overwrite)
+    scale = metadata["settings"].get("save_scale", 1)
+    if scale > 1:
+        save_enlarged(image, saved, scale, metadata, overwrite)
+    return saved
+
+
+def save_enlarged(image: Tensor, path: Path, scale: int, metadata: dict[str, Any], overwrite: bool) -> Path | None:
+    """``NAME.xN.png``: each pixel of the 1:1 image as an N x N block (nothing smoothed in), for viewing tiny outputs.
+
+    It carries the same recipe, so a shared enlargement still reproduces, and names its 1:1 source."""
+    picture = to_pil(image)
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    target = path.with_name(f"{path.stem}.x{scale}{path.suffix}")
+    try:
+        return save_png(picture, target, metadata | {"enlarged_from": path.name, "scale": scale}, overwrite=overwrite)
+    except OutputTaken:
+        log.warning("%s already exists: kept it and wrote no enlargement of %s (pass --overwrite to replace it)",
+                    target, path)
+        return None
+
+
+def _save_free(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool) -> Path:
     """Save without replacing a file that another run wrote meanwhile: take the next free name instead."""
     try:
         return save_png(image, path, metadata, overwrite=overwrite)

@@ -30,6 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 INTERPOLATIONS = ("linear", "step")
 BORDERS = ("reflect", "wrap")
 DEFAULT_FRAMES_DIR = "outputs/{prompt}-{seed}"
+MAX_SAVE_SCALE = 16  # a 256x256 image enlarged 16 times is 4096x4096: enough to view, small enough to write
 ANIMATION = {"scope": "animation"}  # fields only `animate` and `stylize-video` take
 
 
@@ -132,6 +133,8 @@ class Settings:
     # output
     output: str = _opt(DEFAULT_OUTPUT, "Output path template: {prompt} {seed} {n} {generator} {width} {height} {date} {time}.")
     save_every: int = _opt(0, "Also write an intermediate image every N steps (0: only the final one).")
+    save_scale: int = _opt(1, "Also write each image enlarged N times (nearest neighbour) beside it as NAME.xN.png, "
+                              "to view small images (1: off; animation frames stay 1:1).")
     overwrite: bool = _opt(False, "Replace existing files instead of refusing.")
     # animation and video input (artgen animate, artgen stylize-video)
     frames: int = _opt(0, "animate: frames to render; stylize-video: at most this many input frames (0: all).",
@@ -180,6 +183,9 @@ class Settings:
                      "clamp_max", "init_weight", "prior_scale", "prior_guidance_scale"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
+        if not 1 <= self.save_scale <= MAX_SAVE_SCALE:
+            raise UsageError(f"--save-scale must be a whole factor from 1 (no enlargement) to {MAX_SAVE_SCALE}, "
+                             f"got {self.save_scale}")
         if self.candidates and self.keep > self.candidates:
             raise UsageError(f"--keep {self.keep} is more than --candidates {self.candidates}: keep at most all of them")
         if self.candidates and self.batch > 1:
