@@ -176,7 +176,8 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
     kept = ranked[:settings.keep]
     paths = resolve_outputs(settings.output, kept[0][2], settings.keep, settings.overwrite)
-    paths = [save_final(image, path, _metadata(one, one.steps, loss) | {"clip_score": score}, settings.overwrite)
+    paths = [save_final(image, path, _metadata(one, one.steps, loss) | {"clip_score": score}, settings.overwrite,
+                        settings.save_scale)
              for (score, image, one, loss), path in zip(kept, paths)]
     labels = [f"#{rank + 1} seed {one.seed}: {score:.3f}" for rank, (score, _, one, _) in enumerate(ranked)]
     sheet_path = paths[0].with_name(f"{paths[0].stem}.candidates.png")
@@ -198,14 +199,13 @@ def preselect(generator: Any, settings: Settings, objective: Objective, progress
 
 def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
     return [save_final(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}),
-                       settings.overwrite)
+                       settings.overwrite, settings.save_scale)
             for index, (image, path) in enumerate(zip(images, paths))]
 
 
-def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool) -> Path:
-    """Save the 1:1 PNG, and with the recipe's save_scale above 1 its enlargement beside whichever name it took."""
+def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool, scale: int = 1) -> Path:
+    """Save the 1:1 PNG, and with ``scale`` (--save-scale) above 1 its enlargement beside whichever name it took."""
     saved = _save_free(image, path, metadata, overwrite)
-    scale = metadata["settings"].get("save_scale", 1)
     if scale > 1:
         save_enlarged(image, saved, scale, metadata, overwrite)
     return saved
