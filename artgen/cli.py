@@ -190,6 +190,7 @@ def models_list() -> None:
     """Known models, whether they are in the cache (or bundled with artgen), and their size."""
     from .models import hub
 
+    hub.home()  # a misconfigured cache folder is one error line, not a table cut short
     click.echo(f"{'name':28} {'kind':10} {'cached':7} size")
     for name, model in hub.KNOWN_MODELS.items():
         cached = hub.is_cached(name)

@@ -107,7 +107,9 @@ def test_an_output_below_a_file_names_the_file(artgen, tiny_models, tmp_path):
 def test_artgen_home_pointing_at_a_file_is_one_line(artgen, tmp_path, monkeypatch, command):
     (tmp_path / "cache").write_text("")
     monkeypatch.setenv("ARTGEN_HOME", str(tmp_path / "cache"))
-    one_error(artgen(*command), "ARTGEN_HOME=", "is a file, not a folder")
+    result = artgen(*command)
+    one_error(result, "ARTGEN_HOME=", "is a file, not a folder")
+    assert result.out == ""  # no table or path printed before the error
 
 
 def test_artgen_home_below_a_file_is_one_line(artgen, tmp_path, monkeypatch):
