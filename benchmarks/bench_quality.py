@@ -15,23 +15,23 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parse_fast, print_table, write_record  # noqa: E402
+from artgen.loop import optimize
+from artgen.objective import build_objective
+from artgen.perceptor import load_perceptors
+from artgen.run import prepare
+from artgen.settings import build_settings
+from artgen.speed import precision_context
 
-from artgen.loop import optimize  # noqa: E402
-from artgen.objective import build_objective  # noqa: E402
-from artgen.perceptor import load_perceptors  # noqa: E402
-from artgen.run import prepare  # noqa: E402
-from artgen.settings import build_settings  # noqa: E402
-from artgen.speed import precision_context  # noqa: E402
+if __package__:  # imported as benchmarks.bench_quality (the offline end-to-end tests share its measurement)
+    from .common import parse_fast, print_table, write_record
+else:  # run as a script: Python puts benchmarks/ itself first on sys.path
+    from common import parse_fast, print_table, write_record
 
 PROMPTS = ["a blue square", "a red circle", "a yellow star", "a green triangle", "a purple circle", "a cyan square"]
 

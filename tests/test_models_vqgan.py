@@ -17,10 +17,11 @@ import yaml
 
 from artgen.errors import UserError
 from artgen.models.vqgan import VQGAN, load_vqgan, vector_quantize
+from conftest import require_reference
 from tiny_taming import random_vqgan, taming_config, write_tiny_taming
 
-taming_model = pytest.importorskip("taming.modules.diffusionmodules.model")
-taming_quantize = pytest.importorskip("taming.modules.vqvae.quantize")
+taming_model = require_reference("taming.modules.diffusionmodules.model")
+taming_quantize = require_reference("taming.modules.vqvae.quantize")
 
 
 def part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -28,8 +28,6 @@ since.
 """
 
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -40,11 +38,9 @@ from artgen.perceptor import load_perceptors
 from artgen.run import prepare
 from artgen.scenes import SHAPE_COLOURS, SHAPES
 from artgen.settings import build_settings
+from benchmarks.bench_quality import PROMPTS as QUALITY_PROMPTS  # the benchmark's measurement
+from benchmarks.bench_quality import final_loss, fixed_cut_loss, gap
 from zoo_report import hit_rates_with_control, random_clip_checkpoint
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_quality import PROMPTS as QUALITY_PROMPTS  # noqa: E402  (the benchmark's measurement)
-from bench_quality import final_loss, fixed_cut_loss, gap  # noqa: E402
 
 COLOURS = list(SHAPE_COLOURS)
 # Shape k takes colours k and k+2 (mod 6): circle red/green, square yellow/cyan, triangle green/blue, star
