@@ -7,6 +7,7 @@ never leaves a half image under the final name.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import math
 import os
@@ -161,12 +162,15 @@ def ensure_writable(folder: Path) -> None:
                         "choose a writable --output location") from None
 
 
+def numbered_names(path: Path) -> Iterator[Path]:
+    """NAME-2.png, NAME-3.png, ... beside ``path``: the names a run takes when ``path`` is taken."""
+    for number in itertools.count(2):
+        yield path.with_name(f"{path.stem}-{number}{path.suffix}")
+
+
 def next_free(path: Path) -> Path:
-    """The first of NAME-2.png, NAME-3.png, ... beside ``path`` that no file holds."""
-    number = 2
-    while (free := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
-        number += 1
-    return free
+    """The first of ``numbered_names(path)`` that no file holds."""
+    return next(name for name in numbered_names(path) if not name.exists())
 
 
 def _why_not_writable(folder: Path, error: OSError) -> str:

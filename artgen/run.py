@@ -23,7 +23,8 @@ from .generators import generator_class
 from .loop import optimize
 from .memory import check_fits
 from .objective import Objective, build_objective
-from .output import OutputTaken, contact_sheet, ensure_writable, resolve_outputs, save_png, step_path, to_pil
+from .output import (OutputTaken, contact_sheet, ensure_writable, numbered_names, resolve_outputs, save_png,
+                     step_path, to_pil)
 from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_clip_spec,
                         register_model_config, with_bundled_weights)
 from .prompts import parse_prompts
@@ -231,8 +232,7 @@ def _save_free(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: b
     try:
         return save_png(image, path, metadata, overwrite=overwrite)
     except OutputTaken:
-        for number in itertools.count(2):
-            fallback = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        for fallback in numbered_names(path):
             try:
                 saved = save_png(image, fallback, metadata, overwrite=False)
             except OutputTaken:
