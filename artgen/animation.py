@@ -168,6 +168,8 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
         raise UsageError("animations draw one image per frame: use them without --batch and --candidates")
     if not settings.video_input and settings.frames < 1:
         raise UsageError("how many frames? give --frames N (1 or more)")
+    if settings.video_input:
+        video.check_video(settings.video_input)  # once, before its frames are counted and read
     settings, device, cls, specs = prepare(_settle_seed(settings))
     count = (video.count_frames(settings.video_input, settings.every_nth, settings.frames)
              if settings.video_input else settings.frames)

@@ -43,7 +43,6 @@ def check_video(path: str | Path) -> Path:
 
 def video_fps(path: str | Path) -> float:
     """Frames per second of a video file."""
-    path = check_video(path)
     try:
         fps = float(iio.immeta(path, plugin="FFMPEG").get("fps") or 0)
     except (OSError, RuntimeError, ValueError, StopIteration) as error:
@@ -55,7 +54,6 @@ def video_fps(path: str | Path) -> float:
 
 def read_frames(path: str | Path, every_nth: int = 1, limit: int = 0) -> Iterator[Image.Image]:
     """Every ``every_nth`` frame of a video as RGB images, at most ``limit`` of them (0: all)."""
-    path = check_video(path)
     taken = 0
     try:
         for index, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):
