@@ -1,15 +1,23 @@
-"""The optimization loop: render, score, step. It knows nothing of any particular generator or model."""
+"""The loop: one step of the generator after another, each guided by the objective at that point of the run.
+
+It knows nothing of any particular generator or model. Each step it hands the generator a :class:`Guide`: the
+objective at that point of the run, the forward-pass context (autocast) and a backward pass that Ctrl-C can
+stop. An optimizing generator (VQGAN) renders, scores and takes an optimizer step; a sampling generator
+(diffusion) lets a sampler step through its denoiser guided by the same objective (artgen.guidance).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from .generators.base import Generator
+if TYPE_CHECKING:
+    from .generators.base import Generator
 
 
 @dataclass
@@ -21,19 +29,38 @@ class Progress:
     loss: Tensor
 
 
+@dataclass
+class Guide:
+    """What a generator gets for one step: how to score an image now, and how to run passes over the score."""
+
+    objective: Callable[[Tensor, float], Tensor]
+    progress: float  # 0 at the first step, below 1 at the last: for losses that follow a schedule
+    forward_context: Callable[[], ContextManager] = nullcontext
+
+    def loss(self, image: Tensor) -> Tensor:
+        """The objective's loss of an image [N,3,H,W] at this point of the run."""
+        return self.objective(image, self.progress)
+
+    def forward(self) -> ContextManager:
+        """Where rendering and scoring run (e.g. autocast to bf16); backward passes and optimizer steps do not."""
+        return self.forward_context()
+
+    def backward(self, loss: Tensor) -> None:
+        """``loss.backward()``, stoppable by Ctrl-C mid-pass."""
+        with interruptible(loss):
+            loss.backward()
+
+    def gradient(self, loss: Tensor, inputs: Tensor) -> Tensor:
+        """d loss / d inputs without touching any ``.grad``, stoppable by Ctrl-C mid-pass."""
+        with interruptible(loss):
+            return torch.autograd.grad(loss, inputs)[0]
+
+
 def optimize(generator: Generator, objective: Callable[[Tensor, float], Tensor], start: int = 0,
              forward_context: Callable[[], ContextManager] = nullcontext) -> Iterator[Progress]:
-    """Advance the generator from step ``start`` to its last step, yielding after each one.
-
-    The objective gets the image and how far the run is (0 at the first step, below 1 at the last), for
-    losses that follow a schedule. Rendering and scoring run inside ``forward_context()`` (e.g. autocast);
-    the step does not.
-    """
+    """Advance the generator from step ``start`` to its last step, yielding after each one."""
     for step in range(start, generator.num_steps):
-        with forward_context():
-            loss = objective(generator.render(), step / generator.num_steps)
-        with interruptible(loss):
-            generator.step(loss.float())
+        loss = generator.step(Guide(objective, step / generator.num_steps, forward_context))
         yield Progress(step + 1, generator.num_steps, loss.detach())
 
 

@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from artgen.loop import Guide
+
 import artgen.run as run_module
 from artgen.clamps import clamp_straight_through
 from artgen.generators.vqgan import VQGANGenerator
@@ -103,7 +105,7 @@ def test_vqgan_saves_a_stopped_step_from_its_own_render_without_decoding_again(t
     monkeypatch.setattr(generator, "decode", lambda z: decodes.append(z) or 1 / 0)
     assert torch.equal(generator.snapshot(), rendered.detach().clamp(0, 1)) and decodes == []
     monkeypatch.undo()
-    generator.step(rendered.mean())  # z moved: the picture must be drawn again
+    generator.step(Guide(lambda image, progress: image.mean(), 0.0))  # z moved: the picture must be drawn again
     with torch.no_grad():
         assert torch.equal(generator.snapshot(), generator.render().clamp(0, 1))
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ..settings import Settings
 
+if TYPE_CHECKING:
+    from ..loop import Guide
+
 
 class Generator(Protocol):
     """Owns a latent and a model; draws an image from the latent and advances it from a loss.
 
-    The loop calls ``render()``, scores the image, then ``step(loss)``. The image is [N,3,H,W], meant to lie
-    in [0,1] (it may stray slightly outside; the loop clamps what it scores), and is differentiable w.r.t.
-    whatever ``step`` updates.
+    The loop calls ``step(guide)`` once per step; the generator draws its image [N,3,H,W] (meant to lie in
+    [0,1]; ``scoring_clamp`` brings it there for CLIP) and moves toward a lower ``guide.loss(image)``.
     """
 
     default_clip_guidance_scale: float  # CLIP loss weight when the user gives none
@@ -36,9 +38,14 @@ class Generator(Protocol):
         """Settings for ``steps`` more steps from a start image, keeping ``strength`` (0-1) of it (animation)."""
         ...
 
-    def render(self) -> Tensor: ...
+    def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
+        """Before the first step: choose a start (e.g. the best of several by ``score``, higher is better);
+        returns the number of steps this took (0 when there is nothing to choose)."""
+        ...
 
-    def step(self, loss: Tensor) -> None: ...
+    def step(self, guide: "Guide") -> Tensor:
+        """One step toward a lower ``guide.loss``; returns that step's loss."""
+        ...
 
     def snapshot(self) -> Tensor:
         """The current picture to save, without gradient ([N,3,H,W] in [0,1])."""

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -30,6 +30,9 @@ from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
 
 log = logging.getLogger("artgen")
+
+if TYPE_CHECKING:
+    from ..loop import Guide
 
 
 def unet_config(settings: Settings) -> UNetConfig:
@@ -170,17 +173,21 @@ class DiffusionGenerator:
         self._pred = out["pred_xstart"].detach()
         return blended.add(1).div(2)
 
-    def step(self, loss: Tensor) -> None:
+    def step(self, guide: Guide) -> Tensor:
+        with guide.forward():
+            loss = guide.loss(self.render())
         x, output, blended = self._render
+        total = loss.float()
         if self.settings.init_scale and self.init is not None:
-            loss = loss + self.settings.init_scale * (blended - self.init).pow(2).mean()
-        grad = -torch.autograd.grad(loss, x)[0]
+            total = total + self.settings.init_scale * (blended - self.init).pow(2).mean()
+        grad = -guide.gradient(total, x)
         grad = limit_guidance(grad, self._clamp_limit() if self.settings.clamp_grad else None)
         out = self._sampler_step(self.x, self.index, output.detach(), grad)
         self.x = out["sample"]
         self._pred = out["pred_xstart"]
         self._render = None
         self.index += 1
+        return loss
 
     def _sampler_step(self, x: Tensor, index: int, output: Tensor, grad: Tensor | None) -> dict[str, Tensor]:
         """Step ``index`` of the chosen sampler from x_t, given the UNet's output there and the guidance gradient."""

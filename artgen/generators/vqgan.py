@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dataclasses
 
@@ -20,6 +20,9 @@ from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
 
 log = logging.getLogger("artgen")
+
+if TYPE_CHECKING:
+    from ..loop import Guide
 
 
 def vqgan_files(settings: Settings) -> tuple[Path, Path]:
@@ -86,15 +89,20 @@ class VQGANGenerator:
         self._rendered = image.detach()
         return image
 
-    def step(self, loss: Tensor) -> None:
+    def step(self, guide: Guide) -> Tensor:
+        """Render, score, and take one optimizer step on z (kept inside the codebook's range)."""
+        with guide.forward():
+            loss = guide.loss(self.render())
+        total = loss.float()
         if self.init_weight:
-            loss = loss + self.init_weight * F.mse_loss(self.z, self.z_start)
+            total = total + self.init_weight * F.mse_loss(self.z, self.z_start)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        guide.backward(total)
         self._rendered = None  # z moves now
         self.optimizer.step()
         with torch.no_grad():
             self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+        return loss
 
     def snapshot(self) -> Tensor:
         """The current picture; the step's own render when z has not moved since (a run stopped mid-step saves
