@@ -22,17 +22,16 @@ from tqdm import tqdm
 
 from . import video
 from .errors import RunInterrupted, UsageError, UserError
-from .loop import optimize
-from .objective import Objective, build_objective
+from .objective import Objective
 from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
                      read_metadata, save_png)
 from .prompts import parse_prompts
-from .run import (clip_models, diverged_message, explain_out_of_memory, prepare, preselect, resolve_device,
-                  with_seed)
+from .recipe import upgrade_recipe
+from .run import with_seed
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
+from .session import Session
 from .settings import Settings, build_settings
-from .speed import precision_context
 
 log = logging.getLogger("artgen")
 DEFAULT_FPS = 12.0
@@ -162,15 +161,18 @@ class PromptPlan:
 def animate(settings: Settings | None = None, preset: str | None = None, progress: bool = True,
             **overrides: Any) -> AnimationResult:
     """Render a frame sequence (or stylize ``video_input``'s frames), then encode it as mp4 (and gif)."""
-    base = settings.to_dict() if settings is not None else None
-    settings = build_settings(preset, base, overrides)
-    if settings.batch != 1 or settings.candidates:
+    if settings is None or settings.animation is None or preset or overrides:
+        base = settings.to_dict() if settings is not None else None
+        settings = build_settings(preset, base, overrides, animation=True)
+    settings.validate()
+    if settings.run.batch != 1 or settings.run.candidates:
         raise UsageError("animations draw one image per frame: use them without --batch and --candidates")
     if not settings.video_input and settings.frames < 1:
         raise UsageError("how many frames? give --frames N (1 or more)")
     if settings.video_input:
         video.check_video(settings.video_input)  # once, before its frames are counted and read
-    settings, device, cls, specs = prepare(_settle_seed(settings))
+    session = Session(_settle_seed(settings), progress)
+    settings = session.settings
     count = (video.count_frames(settings.video_input, settings.every_nth, settings.frames)
              if settings.video_input else settings.frames)
     plan = FramePlan.from_settings(settings, count)
@@ -182,13 +184,12 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
     start, previous = _claim_folder(folder, outputs, settings)
     fps = settings.fps or (video.video_fps(settings.video_input) / settings.every_nth if settings.video_input
                            else DEFAULT_FPS)
-    settings = dataclasses.replace(settings, fps=fps)  # recorded in every frame, for `artgen encode`
-    run_log = RunLog(settings, device)
-    with explain_out_of_memory(settings):
-        objective = build_objective(settings, clip_models(specs, device, settings), device, prompts.texts,
-                                    cls.scoring_clamp)
+    settings = session.settings = settings.replace(fps=fps)  # recorded in every frame, for `artgen encode`
+    run_log = RunLog(settings, session.device)
+    with session.explain_out_of_memory():
+        objective = session.objective(prompts.texts)
         run_log.mark("load")
-        frames = _render(settings, cls, device, objective, plan, prompts, folder, start, count, previous, progress)
+        frames = _render(session, objective, plan, prompts, folder, start, count, previous)
     run_log.mark("frames")
     mp4 = video.write_mp4(frames, outputs[0], fps, settings.crf)
     gif = video.write_gif(frames, outputs[1], fps) if settings.gif else None
@@ -207,7 +208,7 @@ def _settle_seed(settings: Settings) -> Settings:
                              "`artgen show-settings FRAME.png` shows it)")
         frames = video.frame_files(Path(fill_template(settings.frames_dir, settings)))
         if frames:
-            return dataclasses.replace(settings, seed=read_metadata(frames[-1])["settings"]["seed"])
+            return settings.replace(seed=read_metadata(frames[-1])["settings"]["seed"])
     return with_seed(settings)
 
 
@@ -248,6 +249,7 @@ def _complete_prefix(existing: list[Path]) -> list[Path]:
 
 
 def _check_same_recipe(recorded: dict[str, Any], settings: Settings, folder: Path) -> None:
+    recorded = upgrade_recipe(recorded)
     current = settings.to_dict()
     for key in current:
         if key not in RESUMABLE and recorded.get(key) != current[key]:
@@ -259,23 +261,22 @@ def frame_name(index: int) -> str:
     return f"frame_{index + 1:05d}.png"
 
 
-def _render(settings: Settings, cls: type, device: torch.device, objective: Objective, plan: FramePlan,
-            prompts: PromptPlan, folder: Path, start: int, count: int, previous: Tensor | None,
-            progress: bool) -> list[Path]:
-    frames_bar = tqdm(total=count, initial=start, disable=not progress, desc="frames", unit="frame", position=0)
+def _render(session: Session, objective: Objective, plan: FramePlan, prompts: PromptPlan, folder: Path,
+            start: int, count: int, previous: Tensor | None) -> list[Path]:
+    settings = session.settings
+    frames_bar = tqdm(total=count, initial=start, disable=not session.progress, desc="frames", unit="frame",
+                      position=0)
     sources = _sources(settings, count)
-    model, index = None, start
+    index = start
     try:
         for index, source in enumerate(sources):
             if index < start:
                 continue
             torch.manual_seed(settings.seed + index)
-            one, init = _frame_start(settings, cls, plan, index, source, previous)
-            generator = cls.from_settings(one, device, model=model, init=init)
-            model = generator.model
+            one, init = _frame_start(settings, plan, index, source, previous)
+            generator = session.generator(one, init if init is not None else session.init_image())
             frame_objective = objective.with_prompt_weights(prompts.weights(index))
-            first_step = preselect(generator, one, frame_objective, progress)
-            loss = _run_frame(generator, frame_objective, settings, progress, first_step, f"frame {index + 1}/{count}")
+            loss = session.drive(generator, frame_objective, f"frame {index + 1}/{count}", nested=True)
             metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
                         "loss": loss}
             path = save_png(generator.snapshot().cpu(), folder / frame_name(index), metadata)
@@ -298,9 +299,9 @@ def _sources(settings: Settings, count: int) -> Iterator[Tensor | None]:
         yield pil_to_tensor(cover_resize(picture, settings.width, settings.height))
 
 
-def _frame_start(settings: Settings, cls: type, plan: FramePlan, index: int, source: Tensor | None,
+def _frame_start(settings: Settings, plan: FramePlan, index: int, source: Tensor | None,
                  previous: Tensor | None) -> tuple[Settings, Tensor | None]:
-    """The settings and start image of one frame."""
+    """The settings and start image of one frame (None: the run's init image or the generator's own start)."""
     moved = plan.move(previous, index, settings.border) if previous is not None else None
     if source is not None:
         init = source
@@ -309,23 +310,10 @@ def _frame_start(settings: Settings, cls: type, plan: FramePlan, index: int, sou
     elif moved is not None:
         init = moved
     else:
-        return settings, None  # the first frame of an animation: the init image, or the generator's own start
+        return settings, None  # the first frame of an animation
     steps = plan.steps_at(index, settings.steps)
-    return cls.continue_settings(settings, steps, plan.strength_at(index)), init
-
-
-def _run_frame(generator, objective: Objective, settings: Settings, progress: bool, start: int = 0,
-               label: str = "steps") -> float:
-    """One frame's steps from ``start`` under their own progress bar; a frame whose loss blew up is not saved."""
-    with tqdm(total=generator.num_steps, initial=start, disable=not progress, desc=label, unit="step", position=1,
-              leave=False) as bar:
-        forward = precision_context(settings.precision, resolve_device(settings.device))
-        for state in optimize(generator, objective, start=start, forward_context=forward):
-            bar.update(1)
-    loss = state.loss.item()
-    if not math.isfinite(loss):
-        raise UserError(diverged_message(settings, state.step, loss) + "; the frames before it are kept (--resume)")
-    return loss
+    options = settings.options.for_frame(steps, settings.steps, plan.strength_at(index))
+    return Settings(dataclasses.replace(settings.run, steps=steps), options, settings.animation), init
 
 
 def encode(folder: str | Path, output: str | Path | None = None, fps: float | None = None, crf: int = 18,

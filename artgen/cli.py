@@ -1,7 +1,10 @@
-"""The command line. Flags are generated from the Settings fields, so they map onto them one to one.
+"""The command line: click commands whose flags are generated from the settings dataclasses.
 
-Errors the user can fix are printed on one line with a non-zero exit (2 for usage, 1 for run failures);
-``--debug`` shows the traceback instead.
+Design: every field of RunSettings, of each generator's Options and (for animate and stylize-video) of
+AnimationSettings is one flag of the same name, so a new generator's options appear here, in presets and in
+recipes without touching this file. ``--help`` shows the flags under headings (common, one per generator,
+animation); ``--generator NAME --help`` shows only what that generator takes. Errors the user can fix are
+printed on one line with a non-zero exit (2 for usage, 1 for run failures); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import click
 import yaml
 
 from .errors import UserError
-from .settings import Settings, apply, build_settings, field_types, flag, load_preset, preset_description, preset_names
+from .generators import GENERATORS
+from .settings import (AnimationSettings, RunSettings, Settings, build_settings, check_recipe, flag, load_preset,
+                       preset_description, preset_names)
 
 SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt", "prompt_keyframes": "prompts"}
 SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
 NO_FLAG = ("video_input",)  # set by a command's argument instead
+COMMON = "Common options"
+ANIMATION = "Animation options"
 
 
 def option_name(name: str) -> str:
@@ -31,27 +38,71 @@ def option_names(name: str) -> list[str]:
     return [option_name(name)] + ([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])
 
 
+def option_groups(animation: bool) -> list[tuple[str, type, str | None]]:
+    """(heading, settings dataclass, generator name or None) for each group of flags of a command."""
+    groups = [(COMMON, RunSettings, None)]
+    groups += [(f"{cls.title} options (--generator {name})", cls.Options, name) for name, cls in GENERATORS.items()]
+    return groups + ([(ANIMATION, AnimationSettings, None)] if animation else [])
+
+
 def settings_options(animation: bool):
-    """Add one click option per Settings field (animation fields only where asked); defaults are None so
-    only the flags given override."""
+    """Add one click option per settings field, in groups; defaults are None so only the flags given override."""
     def decorate(command):
-        for spec in reversed(dataclasses.fields(Settings)):
-            if spec.name not in NO_FLAG and (animation or spec.metadata.get("scope") != "animation"):
-                command = _option(spec)(command)
+        for heading, kind, generator in reversed(option_groups(animation)):
+            types = get_type_hints(kind)
+            own = [spec for spec in dataclasses.fields(kind) if spec.name not in NO_FLAG]
+            for spec in reversed(own):
+                command = _option(spec, types[spec.name], heading, generator)(command)
         return command
     return decorate
 
 
-def _option(spec: dataclasses.Field):
-    text = str(field_types()[spec.name])
-    help_text = spec.metadata.get("help", "")
+class GroupedOption(click.Option):
+    """A click option that knows its help heading and, for a generator's option, its generator."""
+
+    def __init__(self, *args: Any, heading: str = COMMON, generator: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heading, self.generator = heading, generator
+
+
+def _option(spec: dataclasses.Field, annotation: Any, heading: str, generator: str | None):
+    text = str(annotation)
+    extra = dict(cls=GroupedOption, heading=heading, generator=generator, help=spec.metadata.get("help", ""))
     if "list" in text:
-        return click.option(option_name(spec.name), spec.name, multiple=True, help=help_text + " (repeatable)")
+        return click.option(option_name(spec.name), spec.name, multiple=True, **extra | {
+            "help": extra["help"] + " (repeatable)"})
     if "bool" in text:
-        return click.option(f"{option_name(spec.name)}/--no-{flag(spec.name)}", spec.name, default=None, help=help_text)
+        return click.option(f"{option_name(spec.name)}/--no-{flag(spec.name)}", spec.name, default=None, **extra)
     kind = click.Choice(spec.metadata["choices"]) if "choices" in spec.metadata else (
         int if "int" in text else float if "float" in text else str)
-    return click.option(*option_names(spec.name), spec.name, type=kind, default=None, help=help_text)
+    return click.option(*option_names(spec.name), spec.name, type=kind, default=None, **extra)
+
+
+class RunCommand(click.Command):
+    """A rendering command whose --help groups the flags under headings; with --generator NAME given before
+    --help it shows the common flags and that generator's only."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["artgen.generator"] = _named_generator(args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        chosen = ctx.meta.get("artgen.generator")
+        for heading, records in _sections(self, ctx):
+            if chosen and heading.endswith(")") and f"(--generator {chosen})" not in heading:
+                continue  # another generator's options
+            with formatter.section(heading):
+                formatter.write_dl(records)
+
+
+def _named_generator(args: list[str]) -> str | None:
+    """The value of --generator in raw arguments, if one of the registered generators."""
+    for index, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--generator=") else (
+            args[index + 1] if arg == "--generator" and index + 1 < len(args) else None)
+        if value in GENERATORS:
+            return value
+    return None
 
 
 def given(params: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +128,7 @@ def run_options(command):
 
 
 def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str | None, params: dict[str, Any],
-                  **fixed: Any) -> Settings:
+                  animation: bool = False, **fixed: Any) -> Settings:
     """Defaults, then the recipe of --from, then the preset, then the flags (PROMPT arguments first).
 
     A recipe from a PNG is sanitized first (artgen.recipe): it never chooses where files go or reads files
@@ -93,13 +144,13 @@ def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str |
     if prompt:
         overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
     if not from_image:
-        return build_settings(preset, None, overrides)
+        return build_settings(preset, None, overrides, animation)
     named = {key.replace("-", "_") for key in [*overrides, *(load_preset(preset) if preset else {})]}
     base = rerun_recipe(recorded_settings(read_metadata(from_image), from_image), Path(from_image), named)
-    return spare_source(build_settings(preset, base, overrides), Path(from_image))
+    return spare_source(build_settings(preset, base, overrides, animation), Path(from_image))
 
 
-@cli.command()
+@cli.command(cls=RunCommand)
 @run_options
 @settings_options(animation=False)
 def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool,
@@ -112,7 +163,7 @@ def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None
         click.echo(str(path))
 
 
-@cli.command()
+@cli.command(cls=RunCommand)
 @run_options
 @settings_options(animation=True)
 def animate(prompt: tuple[str, ...], preset: str | None, from_image: str | None, quiet: bool,
@@ -121,11 +172,11 @@ def animate(prompt: tuple[str, ...], preset: str | None, from_image: str | None,
     and optimized toward PROMPT; writes a frames folder and an mp4."""
     from .animation import animate as run_animate
 
-    result = run_animate(settings_from(prompt, preset, from_image, params), progress=not quiet)
+    result = run_animate(settings_from(prompt, preset, from_image, params, animation=True), progress=not quiet)
     click.echo(str(result.video))
 
 
-@cli.command("stylize-video")
+@cli.command("stylize-video", cls=RunCommand)
 @click.argument("video", type=click.Path(dir_okay=False))
 @run_options
 @settings_options(animation=True)
@@ -135,7 +186,8 @@ def stylize_video(video: str, prompt: tuple[str, ...], preset: str | None, from_
     previous output, --blend); writes a frames folder and an mp4 at the input's frame rate."""
     from .animation import animate as run_animate
 
-    result = run_animate(settings_from(prompt, preset, from_image, params, video_input=video), progress=not quiet)
+    result = run_animate(settings_from(prompt, preset, from_image, params, animation=True, video_input=video),
+                         progress=not quiet)
     click.echo(str(result.video))
 
 
@@ -159,10 +211,12 @@ def encode(frames_dir: str, output: str | None, fps: float | None, crf: int, gif
 def show_settings(image: str) -> None:
     """Print the settings recorded in a PNG written by artgen (as YAML, usable as a --preset file)."""
     from .output import read_metadata, recorded_settings
+    from .recipe import applicable
 
     metadata = read_metadata(image)
     recorded = recorded_settings(metadata, image)
-    apply(Settings(), recorded, f"recipe of {image}")  # unknown names or wrong types: one line, not a bad preset
+    check_recipe(recorded, f"recipe of {image}")  # unknown names or wrong types: one line, not a bad preset
+    recorded = applicable(recorded, animation="frame" in metadata)
     click.echo(f"# artgen {_one_line(metadata.get('artgen_version', '?'))}, step {_one_line(metadata.get('step'))}, "
                f"loss {_one_line(metadata.get('loss'))}")
     click.echo(yaml.safe_dump(recorded, sort_keys=False).rstrip())
@@ -210,6 +264,45 @@ def models_path(name: str | None) -> None:
         return
     for role in hub.known_model(name).files:
         click.echo(f"{role}: {hub.model_path(name, role)}")
+
+
+def reference_markdown() -> str:
+    """docs/cli.md: every command and flag, grouped as ``--help`` groups them (a test keeps the file current)."""
+    lines = ["# artgen command reference", "",
+             "Generated from the CLI by `artgen.cli.reference_markdown()`; "
+             "`python -c 'from artgen.cli import reference_markdown as r; print(r(), end=\"\")' > docs/cli.md` "
+             "rewrites it.", ""]
+    for path, command in _commands(cli, "artgen"):
+        with click.Context(command, info_name=path) as ctx:
+            lines += [f"## {path}", "", f"    {command.get_usage(ctx)}", "",
+                      (command.help or "").strip().replace("\n", " "), ""]
+            for heading, records in _sections(command, ctx):
+                lines += [f"### {heading}", "", "| flag | what it does |", "| --- | --- |"]
+                lines += [f"| `{name}` | {_cell(text)} |" for name, text in records] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix} {name}")
+        else:
+            found.append((f"{prefix} {name}", command))
+    return found
+
+
+def _sections(command: click.Command, ctx: click.Context) -> list[tuple[str, list[tuple[str, str]]]]:
+    sections: dict[str, list[tuple[str, str]]] = {}
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+        if record is not None:
+            sections.setdefault(getattr(param, "heading", "Options"), []).append(record)
+    return list(sections.items())
 
 
 class _EchoHandler(logging.Handler):

@@ -118,32 +118,37 @@ def unet_shape(config: Any) -> tuple[list[float], float, int]:
     return _levels(channels, blocks), _attention(attention), 2 ** lowest
 
 
+@dataclass(frozen=True)
+class NetworkShape:
+    """A generator network's activation profile, from its architecture: what a generator's options report."""
+
+    levels: Any       # as from vqgan_shape / unet_shape
+    attention: float
+    factor: int
+    what: str
+    half: bool = False  # activations in half precision
+
+
 def footprint(settings: Settings, device: torch.device = torch.device("cpu"),
               clip_input: int = CLIP_INPUT) -> Footprint:
     """What the run's size costs, from the generator's architecture (read from local files only)."""
-    if settings.generator == "diffusion":
-        from .generators.diffusion import unet_config
-
-        levels, attention, factor = unet_shape(unet_config(settings))
-        what = "the UNet's activations"
-    else:
-        levels, attention, factor = vqgan_shape(_vqgan_ddconfig(settings))
-        what = "the VQGAN decoder's activations"
-    per_pixel = _activation_bytes(levels, settings.checkpointing) + BYTES_PER_IMAGE_VALUE * 3
-    if settings.generator == "diffusion" and device.type == "cuda" and settings.diffusion_fp16:
-        per_pixel, attention = per_pixel / 2, attention / 2  # the UNet's activations in half precision
-    cutouts = max(settings.cutn, 1) * 3 * clip_input ** 2 * BYTES_PER_CUTOUT_VALUE
-    batch = settings.batch
-    return Footprint(per_pixel * batch, attention * batch, cutouts * batch, factor, what)
+    shape = settings.options.network_shape(device.type == "cuda")
+    per_pixel = _activation_bytes(shape.levels, settings.run.checkpointing) + BYTES_PER_IMAGE_VALUE * 3
+    attention = shape.attention
+    if shape.half:
+        per_pixel, attention = per_pixel / 2, attention / 2
+    cutouts = max(settings.run.cutn, 1) * 3 * clip_input ** 2 * BYTES_PER_CUTOUT_VALUE
+    batch = settings.run.batch
+    return Footprint(per_pixel * batch, attention * batch, cutouts * batch, shape.factor, shape.what)
 
 
-def _vqgan_ddconfig(settings: Settings) -> dict[str, Any]:
+def vqgan_ddconfig(model: str, config: str | None) -> dict[str, Any]:
+    """The decoder settings of a taming config (a local file, or the known model's when cached), else taming's."""
     from .models import hub
     from .models.vqgan import read_config
 
-    path = (Path(settings.vqgan_config) if settings.vqgan_config
-            else hub.model_path(settings.vqgan_model, "config"))
-    if not settings.vqgan_config and not path.is_file():
+    path = Path(config) if config else hub.model_path(model, "config")
+    if not config and not path.is_file():
         return TAMING_DDCONFIG
     try:
         return read_config(path)["model"]["params"]["ddconfig"]
@@ -177,7 +182,7 @@ def check_fits(settings: Settings, device: torch.device) -> None:
     if largest:
         routes.append(f"the largest size that fits is about --width {largest[0]} --height {largest[1]}")
     if not settings.checkpointing:
-        lean_cost = footprint(dataclasses.replace(settings, checkpointing=True), device)
+        lean_cost = footprint(settings.replace(checkpointing=True), device)
         lean = lean_cost.largest(settings.width, settings.height, available)
         if lean and (not largest or lean[0] > largest[0]):
             routes.append(f"--checkpointing fits up to about {lean[0]}x{lean[1]}")

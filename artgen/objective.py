@@ -198,7 +198,7 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
             stops=torch.tensor([p.stop for p in prompts], device=device)))
     regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
                     (settings.sat_scale, losses.saturation)]
-    prior = (settings.prior_scale, DiffusionPrior.from_settings(settings, device)) if settings.prior_scale else None
+    prior = None  # TEMPORARY until the prior moves into the VQGAN generator
     return Objective(targets, regularizers, settings.clip_guidance_scale, plan, prior, clamp)
 
 

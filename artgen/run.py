@@ -1,14 +1,15 @@
-"""A whole run: settings in, PNGs out. Wires the perceptors, the generator, the objective and the writer."""
+"""A run of single images: settings in, PNGs out, through the session's driver.
+
+Design: ``generate`` settles the seed and the output names, then draws one image (or a batch) or several
+candidates ranked by CLIP, and writes each PNG with its recipe. Everything that happens while a picture is
+drawn (progress, Ctrl-C, divergence) is the session's driver; this module decides what is saved where.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import logging
 import math
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,24 +17,14 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
-from .errors import RunInterrupted, UserError
-from .generators import generator_class
-from .loop import optimize
-from .memory import check_fits
-from .objective import Objective, build_objective
 from .output import (OutputTaken, contact_sheet, ensure_writable, numbered_names, resolve_outputs, save_png,
                      step_path, to_pil)
-from .perceptor import (ClipSpec, Perceptor, check_spec, load_perceptors, parse_clip_spec,
-                        register_model_config, with_bundled_weights)
-from .prompts import parse_prompts
 from .runlog import RunLog
+from .session import Saver, Session
 from .settings import Settings, build_settings
-from .speed import precision_context, warn_if_slow_precision
 
 log = logging.getLogger("artgen")
-LOSS_READ_EVERY = 5  # reading the loss forces a device sync; the progress bar does it only this often
 
 
 @dataclass
@@ -57,44 +48,30 @@ class Result:
         return self.images[0]
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto picks CUDA when present; asking for CUDA without it is a user error, not a crash."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} was asked but no CUDA device is available: use --device cpu (or auto)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
-
-
 def with_seed(settings: Settings) -> Settings:
     """Fix the seed now so the PNG records the one actually used."""
-    if settings.seed is not None:
+    if settings.run.seed is not None:
         return settings
-    return dataclasses.replace(settings, seed=random.SystemRandom().randrange(2**31))
+    return settings.replace(seed=random.SystemRandom().randrange(2**31))
 
 
 def generate(settings: Settings | None = None, preset: str | None = None, progress: bool = True,
              **overrides: Any) -> Result:
     """Run one optimization and write its PNGs: settings (or defaults), then a preset, then keyword overrides."""
-    base = settings.to_dict() if settings is not None else None
-    settings = with_seed(build_settings(preset, base, overrides))
-    count = settings.keep if settings.candidates else settings.batch
-    ensure_writable(resolve_outputs(settings.output, settings, count, settings.overwrite)[0].parent)
-    settings, device, cls, specs = prepare(settings)
-    run_log = RunLog(settings, device)
-    with explain_out_of_memory(settings):
-        if settings.candidates:
-            result = _candidates(settings, cls, clip_models(specs, device, settings), device, progress)
+    if settings is None or preset or overrides:
+        base = settings.to_dict() if settings is not None else None
+        settings = build_settings(preset, base, overrides)
+    settings = with_seed(settings.validate())
+    run = settings.run
+    count = run.keep if run.candidates else run.batch
+    ensure_writable(resolve_outputs(run.output, run, count, run.overwrite)[0].parent)
+    session = Session(settings, progress)
+    run_log = RunLog(session.settings, session.device)
+    with session.explain_out_of_memory():
+        if run.candidates:
+            result = _candidates(session)
         else:
-            result = _single(settings, cls, specs, device, count, progress, run_log)
+            result = _single(session, count, run_log)
     run_log.mark("save")
     run_log.write(result.paths[0].with_suffix(".log"), {
         "outputs": [str(p) for p in result.paths], "loss": result.loss, "scores": result.scores,
@@ -102,105 +79,65 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     return result
 
 
-def _single(settings: Settings, cls: type, specs: list[ClipSpec], device: torch.device, count: int,
-            progress: bool, run_log: RunLog) -> Result:
-    torch.manual_seed(settings.seed)
-    generator = cls.from_settings(settings, device)
+def _single(session: Session, count: int, run_log: RunLog) -> Result:
+    settings = session.settings
+    torch.manual_seed(settings.run.seed)
+    generator = session.generator(init=session.init_image())
     settings = _as_run(settings, generator)
-    objective = build_objective(settings, clip_models(specs, device, settings), device, clamp=cls.scoring_clamp)
+    objective = session.objective()
     run_log.mark("load")
-    paths = resolve_outputs(settings.output, settings, count, settings.overwrite)
-    loss = _run_loop(generator, objective, settings, paths, progress)
+    paths = resolve_outputs(settings.run.output, settings.run, count, settings.run.overwrite)
+    loss = session.drive(generator, objective, save=_saver(settings, paths))
     run_log.mark("optimize")
     images = generator.snapshot().cpu()
     paths = _save_all(images, paths, settings, generator.num_steps, loss)
     return Result(paths, images, settings, loss)
 
 
-@contextmanager
-def explain_out_of_memory(settings: Settings) -> Iterator[None]:
-    """Turn CUDA running out of memory into one line with settings that need less."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError:
-        width, height, cutn, starts = settings.width, settings.height, settings.cutn, settings.preselect
-        at_starts = f", --preselect {starts}" if starts > 1 else ""
-        fewer_starts = f" fewer preselected starts (--preselect {starts // 2})," if starts > 1 else ""
-        raise UserError(f"out of GPU memory at {width}x{height}, --cutn {cutn}, --batch {settings.batch}{at_starts}: "
-                        f"try a smaller image (--width {width // 2} --height {height // 2}), fewer cutouts "
-                        f"(--cutn {max(1, cutn // 2)}),{fewer_starts} one CLIP model, or half precision for diffusion "
-                        "(--diffusion-fp16)") from None
-
-
-def prepare(settings: Settings) -> tuple[Settings, torch.device, type, list[ClipSpec]]:
-    """Check what needs no model: the device, the generator name and the CLIP names; fill in the CLIP scale."""
-    device = resolve_device(settings.device)
-    warn_if_slow_precision(settings.precision, device)
-    cls = generator_class(settings.generator)
-    check_fits(settings, device)
-    if settings.clip_guidance_scale is None:
-        settings = dataclasses.replace(settings, clip_guidance_scale=cls.default_clip_guidance_scale)
-    for config in settings.clip_config:
-        register_model_config(config)
-    specs = [with_bundled_weights(parse_clip_spec(text, checkpoint))
-             for text, checkpoint in itertools.zip_longest(settings.clip, settings.clip_checkpoint)]
-    for spec in specs:
-        check_spec(spec)
-    return settings, device, cls, specs
-
-
-def clip_models(specs: list[ClipSpec], device: torch.device, settings: Settings) -> list[Perceptor]:
-    """The CLIP models of the run, with its speed settings."""
-    return load_perceptors(specs, device, settings.channels_last, settings.compile)
+def _saver(settings: Settings, paths: list[Path]) -> Saver:
+    """How the driver saves: intermediate pictures beside the outputs (NAME.stepN.png), else the outputs."""
+    def save(images: Tensor, step: int, loss: float, intermediate: bool) -> list[Path]:
+        targets = [step_path(p, step) for p in paths] if intermediate else paths
+        return _save_all(images, targets, settings, step, loss)
+    return save
 
 
 def _as_run(settings: Settings, generator: Any) -> Settings:
     """The settings as actually run: with the size the generator made."""
-    return dataclasses.replace(settings, width=generator.width, height=generator.height)
+    return settings.replace(width=generator.width, height=generator.height)
 
 
-def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.device, progress: bool) -> Result:
+def _candidates(session: Session) -> Result:
     """Draw one image per seed, score each with CLIP, keep the best, and write a contact sheet of all."""
+    settings, run = session.settings, session.settings.run
     drawn: list[tuple[float, Tensor, Settings, float]] = []
-    objective = build_objective(settings, perceptors, device, clamp=cls.scoring_clamp)
-    model = None
-    for index in range(settings.candidates):
-        one = dataclasses.replace(settings, seed=settings.seed + index, candidates=0, keep=1)
-        torch.manual_seed(one.seed)
-        generator = cls.from_settings(one, device, model=model)
-        model = generator.model
+    objective = session.objective()
+    for index in range(run.candidates):
+        one = settings.replace(seed=run.seed + index, candidates=0, keep=1)
+        torch.manual_seed(one.run.seed)
+        generator = session.generator(one, session.init_image())
         one = _as_run(one, generator)
-        paths = resolve_outputs(one.output, one, 1, one.overwrite)
-        loss = _run_loop(generator, objective, one, paths, progress, f"candidate {index + 1}/{settings.candidates}")
+        paths = resolve_outputs(one.run.output, one.run, 1, one.run.overwrite)
+        loss = session.drive(generator, objective, f"candidate {index + 1}/{run.candidates}", _saver(one, paths))
         image = generator.snapshot()
         drawn.append((objective.score(image).item(), image.cpu(), one, loss))
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
-    kept = ranked[:settings.keep]
-    paths = resolve_outputs(settings.output, kept[0][2], settings.keep, settings.overwrite)
-    paths = [save_final(image, path, _metadata(one, one.steps, loss) | {"clip_score": score}, settings.overwrite,
-                        settings.save_scale)
+    kept = ranked[:run.keep]
+    paths = resolve_outputs(run.output, kept[0][2].run, run.keep, run.overwrite)
+    paths = [save_final(image, path, _metadata(one, one.run.steps, loss) | {"clip_score": score}, run.overwrite,
+                        run.save_scale)
              for (score, image, one, loss), path in zip(kept, paths)]
-    labels = [f"#{rank + 1} seed {one.seed}: {score:.3f}" for rank, (score, _, one, _) in enumerate(ranked)]
+    labels = [f"#{rank + 1} seed {one.run.seed}: {score:.3f}" for rank, (score, _, one, _) in enumerate(ranked)]
     sheet_path = paths[0].with_name(f"{paths[0].stem}.candidates.png")
     save_png(contact_sheet([image for _, image, _, _ in ranked], labels), sheet_path,
-             {"settings": settings.to_dict(), "scores": [score for score, *_ in ranked]}, overwrite=settings.overwrite)
+             {"settings": settings.to_dict(), "scores": [score for score, *_ in ranked]}, overwrite=run.overwrite)
     return Result(paths, torch.cat([image for _, image, _, _ in kept]), kept[0][2], kept[0][3],
                   [score for score, *_ in kept], sheet_path)
 
 
-def preselect(generator: Any, settings: Settings, objective: Objective, progress: bool = False) -> int:
-    """With --preselect, let the generator pick its start by CLIP score; the step the loop goes on from.
-
-    One start is no choice: --preselect 1 is off, like 0, rather than a run whose first steps go unguided."""
-    if settings.preselect <= 1:
-        return 0
-    return generator.preselect(settings.preselect, settings.preselect_share, objective.score,
-                               settings.preselect_preview, progress)
-
-
 def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
     return [save_final(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}),
-                       settings.overwrite, settings.save_scale)
+                       settings.run.overwrite, settings.run.save_scale)
             for index, (image, path) in enumerate(zip(images, paths))]
 
 
@@ -239,76 +176,6 @@ def _save_free(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: b
                 continue
             log.warning("%s was taken by another run meanwhile: saved this image as %s", path, saved)
             return saved
-
-
-def _run_loop(generator, objective: Objective, settings: Settings, paths: list[Path], progress: bool,
-              label: str = "generating") -> float:
-    """Pick the start (--preselect), then drive the loop with a progress bar named ``label`` and intermediate saves;
-    on Ctrl-C (acted on mid-step too, see loop.interruptible) save the image so far, then stop."""
-    try:
-        start = preselect(generator, settings, objective, progress)
-    except KeyboardInterrupt:
-        raise RunInterrupted("interrupted while preselecting starts, before the first image: nothing saved") from None
-    bar = tqdm(total=generator.num_steps, initial=start, disable=not progress, desc=label, unit="step")
-    loss = math.nan
-    step = start
-    good = (start, generator.state_dict())
-    try:
-        forward = precision_context(settings.precision, resolve_device(settings.device))
-        for state in optimize(generator, objective, start=start, forward_context=forward):
-            step = state.step
-            if step % LOSS_READ_EVERY == 0 or step == state.total:
-                loss = state.loss.item()
-                if not math.isfinite(loss):
-                    bar.close()
-                    _stop_diverged(generator, good, settings, paths, step, loss)
-                good = (step, generator.state_dict())
-                bar.set_postfix(loss=f"{loss:.4f}")
-            bar.update(1)
-            if settings.save_every and step % settings.save_every == 0 and step < state.total:
-                _save_all(generator.snapshot().cpu(), [step_path(p, step) for p in paths], settings, step, loss)
-    except KeyboardInterrupt:
-        bar.close()
-        _save_all(generator.snapshot().cpu(), paths, settings, step, loss)
-        raise RunInterrupted(f"interrupted after step {step} of {generator.num_steps}: "
-                             f"saved the image so far to {paths[0]}") from None
-    bar.close()
-    return loss
-
-
-def _stop_diverged(generator, good: tuple[int, dict], settings: Settings, paths: list[Path], step: int,
-                   loss: float) -> None:
-    """Put back the last state with a finite loss, save its image, and stop with the likely causes."""
-    good_step, state = good
-    generator.load_state_dict(state)
-    saved = _save_all(generator.snapshot().cpu(), paths, settings, good_step, math.nan)
-    raise UserError(diverged_message(settings, step, loss) + f"; saved the image of step {good_step} to {saved[0]}")
-
-
-def diverged_message(settings: Settings, step: int, loss: float) -> str:
-    """Name what likely made this run blow up, from the settings it used: only flags that act on its generator
-    and device (diffusion has no learning rate; --diffusion-fp16 does nothing on a CPU)."""
-    causes = [f"a lower --clip-guidance-scale (now {settings.clip_guidance_scale})"]
-    if settings.generator == "diffusion":
-        causes.append(f"a lower --clamp-max (now {settings.clamp_max})" if settings.clamp_grad
-                      else "--clamp-grad (now off)")
-    else:
-        causes.insert(0, f"a lower --lr (now {settings.lr})")
-    heavy = [p for p in parse_prompts([*settings.prompts, *settings.image_prompts]) if abs(p.weight) > 10]
-    if heavy:
-        causes.insert(0, f"a smaller prompt weight ({heavy[0].weight:g} on {heavy[0].text[:30]!r})")
-    if settings.precision != "fp32":
-        causes.append(f"full precision (--precision fp32, now {settings.precision})")
-    if settings.generator == "diffusion" and settings.diffusion_fp16 and _runs_on_cuda(settings):
-        causes.append("--no-diffusion-fp16")
-    return f"the loss became {loss} at step {step}: the run diverged. Try {', '.join(causes[:-1])} or {causes[-1]}"
-
-
-def _runs_on_cuda(settings: Settings) -> bool:
-    try:
-        return resolve_device(settings.device).type == "cuda"
-    except UserError:
-        return False
 
 
 def _metadata(settings: Settings, step: int, loss: float) -> dict[str, Any]:

@@ -1,41 +1,94 @@
-"""The generator protocol: the one plugin point between the loop and whatever draws the image."""
+"""The plugin point between the run and whatever draws the image.
+
+Design: a generator is one module holding an ``Options`` dataclass (its own settings: fields, defaults, help,
+validation) and a class registered under a name in ``artgen.generators``. The run builds it with
+``create(options, canvas, init, models)``: its options, a :class:`Canvas` (size, batch, steps, device and
+speed switches every generator shares), a start image as a tensor (decoded once by the run) and the
+session's :class:`ModelCache`, so candidates and frames reuse a loaded model. It never sees the CLI, the
+whole settings or CLIP: each step the loop hands it a Guide to score its picture with.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
-from ..settings import Settings
-
 if TYPE_CHECKING:
     from ..loop import Guide
+    from ..memory import NetworkShape
+    from ..settings import RunSettings
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """What the run asks of any generator besides its own options."""
+
+    width: int
+    height: int
+    batch: int
+    steps: int
+    device: torch.device
+    channels_last: bool = False
+    compile: bool = False
+    checkpointing: bool = False
+
+
+class ModelCache:
+    """Loaded models by key, so that the next generator of a run (a candidate, a frame) reuses them."""
+
+    def __init__(self) -> None:
+        self._models: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        if key not in self._models:
+            self._models[key] = build()
+        return self._models[key]
+
+
+@dataclass
+class Options:
+    """A generator's own settings. Subclasses add fields made with ``artgen.settings.setting`` (each becomes
+    a flag, a preset key and a recipe entry) and override the hooks below where they apply."""
+
+    def validate(self, run: "RunSettings") -> None:
+        """Raise UsageError for values that need no model, naming the flag and the fix."""
+
+    def for_frame(self, steps: int, run_steps: int, strength: float) -> "Options":
+        """The options of an animation frame of ``steps`` steps (the run's are ``run_steps``) that keeps
+        ``strength`` (0-1) of its start image."""
+        return self
+
+    def divergence_causes(self, on_cuda: bool) -> list[str]:
+        """Settings of this generator worth changing when the loss became NaN or infinite, most likely first."""
+        return []
+
+    def network_shape(self, on_cuda: bool) -> "NetworkShape":
+        """The activation profile of its network at the options' model, for the memory check before a run."""
+        raise NotImplementedError
+
+    def memory_hints(self) -> list[str]:
+        """Settings of this generator that need less GPU memory, for the out-of-memory message."""
+        return []
 
 
 class Generator(Protocol):
-    """Owns a latent and a model; draws an image from the latent and advances it from a loss.
+    """Owns a latent and a model; advances the latent one step at a time toward a lower loss."""
 
-    The loop calls ``step(guide)`` once per step; the generator draws its image [N,3,H,W] (meant to lie in
-    [0,1]; ``scoring_clamp`` brings it there for CLIP) and moves toward a lower ``guide.loss(image)``.
-    """
-
-    default_clip_guidance_scale: float  # CLIP loss weight when the user gives none
-    scoring_clamp: Callable[[Tensor], Tensor]  # brings render() into [0,1] for CLIP (see artgen.clamps)
+    Options: ClassVar[type[Options]]
+    title: ClassVar[str]                          # its name in help headings ("VQGAN")
+    default_clip_guidance_scale: ClassVar[float]  # CLIP loss weight when the user gives none
+    scoring_clamp: Callable[[Tensor], Tensor]     # brings its image into [0,1] for CLIP (see artgen.clamps)
     num_steps: int
     width: int
     height: int
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device, model: Any = None,
-                      init: Tensor | None = None) -> "Generator":
-        """Build from settings; reuse an already loaded ``model``; start from ``init`` ([N,3,H,W] in [0,1])."""
-        ...
-
-    @staticmethod
-    def continue_settings(settings: Settings, steps: int, strength: float) -> Settings:
-        """Settings for ``steps`` more steps from a start image, keeping ``strength`` (0-1) of it (animation)."""
+    def create(cls, options: Options, canvas: Canvas, init: Tensor | None, models: ModelCache) -> "Generator":
+        """Build from its options; start from ``init`` ([N,3,H,W] in [0,1]) when given."""
         ...
 
     def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:

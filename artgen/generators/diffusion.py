@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,27 +23,99 @@ from tqdm import tqdm
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..files import readable_file
+from ..memory import NetworkShape, unet_shape
 from ..models import hub
 from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
 from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
-from ..output import cover_resize, fit_image, load_image, pil_to_tensor
-from ..settings import Settings
+from ..output import fit_image
+from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
+from .base import Canvas, ModelCache, Options
 
 log = logging.getLogger("artgen")
 
 if TYPE_CHECKING:
     from ..loop import Guide
+    from ..settings import RunSettings
 
 
-def unet_config(settings: Settings) -> UNetConfig:
-    """The UNet architecture: from --diffusion-config's YAML, else the known model's."""
-    if settings.diffusion_config:
-        return _config_from_file(Path(settings.diffusion_config))
-    known = hub.known_model(settings.diffusion_model, "diffusion")
+NOISE_SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class DiffusionOptions(Options):
+    """The diffusion generator's options."""
+
+    diffusion_model: str = setting("256x256_diffusion_uncond", "Known guided-diffusion model name (see `artgen "
+                                                               "models list`).")
+    diffusion_checkpoint: str | None = setting(None, "Local guided-diffusion .pt (no download); its architecture "
+                                                     "is --diffusion-model's unless --diffusion-config is given.")
+    diffusion_config: str | None = setting(None, "YAML file of UNet settings (image_size, num_channels, ...) for "
+                                                 "a checkpoint of another architecture.")
+    diffusion_steps: int = setting(1000, "Timesteps the diffusion model was trained with.")
+    timestep_respacing: str | None = setting(None, 'Sampling steps: "250", "ddim50", "50,100,..." (default: '
+                                                   "--steps).")
+    noise_schedule: str = setting("linear", "Beta schedule the model was trained with.", choices=NOISE_SCHEDULES)
+    sampler: str = setting("ddpm", "Diffusion sampler.", choices=SAMPLERS)
+    eta: float = setting(0.0, "DDIM eta (0: deterministic).")
+    skip_steps: int = setting(0, "Start this many steps in, from the noised init image.")
+    init_scale: float = setting(0.0, "Weight of the pixel loss toward the init image.")
+    clamp_grad: bool = setting(True, "Limit the guidance gradient's RMS to --clamp-max.")
+    clamp_max: float = setting(0.05, "The guidance gradient's RMS limit.")
+    clamp_by_signal: bool = setting(False, "Scale --clamp-max by sqrt(alpha-bar) of each step, so that the "
+                                           "noisiest steps, where a push counts most, push least.")
+    diffusion_fp16: bool = setting(True, "Run the UNet in half precision on CUDA (ignored on the CPU).")
+    preselect: int = setting(0, "Start each image from the best of this many noise images by CLIP score, each "
+                                "sampled unguided: a better layout for one UNet pass each (0 or 1: off).")
+    preselect_share: float = setting(0.4, "Share of the steps the --preselect starts run unguided, or that the "
+                                          "best preview is noised back to.")
+    preselect_preview: int = setting(0, "Judge each --preselect start by a finished picture drawn unguided in this "
+                                        "many DDIM steps (0: by its prediction after --preselect-share of the steps).")
+
+    def validate(self, run: "RunSettings") -> None:
+        require(self, positive=("diffusion_steps",), non_negative=("preselect", "preselect_preview", "skip_steps",
+                "eta", "clamp_max"), finite=("init_scale",))
+        require_choice(self, "sampler", SAMPLERS)
+        require_choice(self, "noise_schedule", NOISE_SCHEDULES)
+        if self.noise_schedule == "linear" and self.diffusion_steps <= 20:
+            # the linear schedule scales its last beta by 1000/steps; at 20 steps or fewer it reaches 1
+            raise UsageError(f"--diffusion-steps {self.diffusion_steps} is too few for the linear noise schedule: "
+                             "use more than 20 (models are trained with 1000) or --noise-schedule cosine")
+        if self.preselect > 1 and not 0 < self.preselect_share < 1:
+            raise UsageError(f"--preselect-share must lie between 0 and 1 (a share of the steps), got "
+                             f"{self.preselect_share}")
+        if self.preselect > 1 and self.preselect_preview == 1:
+            raise UsageError(f"--preselect-preview draws each start in that many DDIM steps: give 2 or more (or 0 "
+                             f"to judge the starts part-way), got {self.preselect_preview}")
+
+    def for_frame(self, steps: int, run_steps: int, strength: float) -> "DiffusionOptions":
+        """A frame skips ``strength`` of its sampling steps, starting from its start image noised that far."""
+        options = self if steps == run_steps else dataclasses.replace(self, timestep_respacing=None)
+        total = sampling_diffusion(options, steps, learn_sigma=True).num_timesteps
+        return dataclasses.replace(options, skip_steps=min(round(strength * total), total - 1))
+
+    def divergence_causes(self, on_cuda: bool) -> list[str]:
+        causes = [f"a lower --clamp-max (now {self.clamp_max})" if self.clamp_grad else "--clamp-grad (now off)"]
+        return causes + (["--no-diffusion-fp16"] if self.diffusion_fp16 and on_cuda else [])
+
+    def network_shape(self, on_cuda: bool) -> NetworkShape:
+        levels, attention, factor = unet_shape(unet_config(self.diffusion_model, self.diffusion_config))
+        return NetworkShape(levels, attention, factor, "the UNet's activations", half=on_cuda and self.diffusion_fp16)
+
+    def memory_hints(self) -> list[str]:
+        hints = [f"fewer preselected starts (--preselect {self.preselect // 2})"] if self.preselect > 1 else []
+        return hints + ["half precision (--diffusion-fp16)"]
+
+
+def unet_config(model: str, config_path: str | None) -> UNetConfig:
+    """The UNet architecture: from a config YAML file when given, else the known model's."""
+    if config_path:
+        return _config_from_file(Path(config_path))
+    known = hub.known_model(model, "diffusion")
     if "config" in known.files:  # a model that carries its own config, such as the bundled one
-        return _config_from_file(hub.resolve(settings.diffusion_model, "config", kind="diffusion"))
-    return KNOWN_CONFIGS[settings.diffusion_model]
+        return _config_from_file(hub.resolve(model, "config", kind="diffusion"))
+    return KNOWN_CONFIGS[model]
 
 
 def _config_from_file(path: Path) -> UNetConfig:
@@ -59,27 +132,27 @@ def _config_from_file(path: Path) -> UNetConfig:
     return UNetConfig(**values)
 
 
-def load_model(settings: Settings, device: torch.device) -> UNetModel:
-    """Load the UNet from a local file or the models cache, in half precision on CUDA when asked."""
-    config = unet_config(settings)
-    if device.type == "cuda" and settings.diffusion_fp16:
+def load_model(model: str, checkpoint: str | None, config_path: str | None, device: torch.device,
+               fp16: bool) -> UNetModel:
+    """Load a UNet from a local file or the models cache, in half precision on CUDA when asked."""
+    config = unet_config(model, config_path)
+    if device.type == "cuda" and fp16:
         config = dataclasses.replace(config, use_fp16=True)
-    path = (Path(settings.diffusion_checkpoint) if settings.diffusion_checkpoint
-            else hub.resolve(settings.diffusion_model, "checkpoint", kind="diffusion"))
+    path = Path(checkpoint) if checkpoint else hub.resolve(model, "checkpoint", kind="diffusion")
     return load_unet(path, config, map_location=device)
 
 
-def sampling_diffusion(settings: Settings, learn_sigma: bool) -> Diffusion:
-    """The respaced diffusion the sampler walks: --timestep-respacing, else --steps evenly spaced steps."""
-    return create_diffusion(settings.diffusion_steps, settings.noise_schedule,
-                            settings.timestep_respacing or str(settings.steps), learn_sigma)
+def sampling_diffusion(options: DiffusionOptions, steps: int, learn_sigma: bool) -> Diffusion:
+    """The respaced diffusion the sampler walks: --timestep-respacing, else ``steps`` evenly spaced steps."""
+    return create_diffusion(options.diffusion_steps, options.noise_schedule,
+                            options.timestep_respacing or str(steps), learn_sigma)
 
 
-def check_size(settings: Settings, config: UNetConfig) -> None:
+def check_size(width: int, height: int, config: UNetConfig) -> None:
     """Refuse sizes the UNet cannot make: each side must be a multiple of its downsampling factor."""
     factor = downsample_factor(config)
-    if settings.width % factor or settings.height % factor:
-        raise UsageError(f"size {settings.width}x{settings.height} is not possible with this diffusion model: "
+    if width % factor or height % factor:
+        raise UsageError(f"size {width}x{height} is not possible with this diffusion model: "
                          f"width and height must be multiples of {factor} (e.g. {config.image_size})")
 
 
@@ -104,50 +177,45 @@ def limit_guidance(grad: Tensor, limit: float | Tensor | None, per_draw: bool = 
 class DiffusionGenerator:
     """Owns x_t and the position in the sampling schedule; one loop step is one sampler step."""
 
+    Options = DiffusionOptions
+    title = "Diffusion"
     default_clip_guidance_scale = 5000.0
     scoring_clamp = staticmethod(clamp_straight_through)  # guidance reaches x_t whole, as in the reference notebooks
 
-    def __init__(self, model: UNetModel, diffusion: Diffusion, settings: Settings, init: Tensor | None,
-                 device: torch.device) -> None:
-        self.model, self.diffusion, self.settings = model, diffusion, settings
-        model.checkpointing = settings.checkpointing
-        self.unet = maybe_compile(to_channels_last(model, settings.channels_last), settings.compile, "the UNet")
-        self.height, self.width = settings.height, settings.width
-        start = diffusion.num_timesteps - 1 - settings.skip_steps
+    def __init__(self, model: UNetModel, diffusion: Diffusion, options: DiffusionOptions, canvas: Canvas,
+                 init: Tensor | None) -> None:
+        self.model, self.diffusion, self.settings = model, diffusion, options
+        model.checkpointing = canvas.checkpointing
+        self.unet = maybe_compile(to_channels_last(model, canvas.channels_last), canvas.compile, "the UNet")
+        self.height, self.width = canvas.height, canvas.width
+        start = diffusion.num_timesteps - 1 - options.skip_steps
         self.timesteps = list(range(start, -1, -1))
         self.num_steps = len(self.timesteps)
         self.index = 0
         self.init = init
-        self.x = self._start(torch.randn((settings.batch, 3, settings.height, settings.width), device=device))
+        self.x = self._start(torch.randn((canvas.batch, 3, canvas.height, canvas.width), device=canvas.device))
         self._pred = None
         self._render: tuple[Tensor, dict[str, Tensor], Tensor] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device, model: UNetModel | None = None,
-                      init: Tensor | None = None) -> "DiffusionGenerator":
-        """Load the model (or reuse one); start from noise, or from ``init`` ([N,3,H,W] in [0,1]) or the init image."""
-        config = unet_config(settings)
-        check_size(settings, config)
-        diffusion = sampling_diffusion(settings, config.learn_sigma)
-        if settings.skip_steps >= diffusion.num_timesteps:
-            raise UsageError(f"--skip-steps {settings.skip_steps} leaves nothing to do: it must be less than the "
+    def create(cls, options: DiffusionOptions, canvas: Canvas, init: Tensor | None = None,
+               models: ModelCache | None = None) -> "DiffusionGenerator":
+        """Load the model (or reuse the run's); start from noise, or from ``init`` ([N,3,H,W] in [0,1])."""
+        config = unet_config(options.diffusion_model, options.diffusion_config)
+        check_size(canvas.width, canvas.height, config)
+        diffusion = sampling_diffusion(options, canvas.steps, config.learn_sigma)
+        if options.skip_steps >= diffusion.num_timesteps:
+            raise UsageError(f"--skip-steps {options.skip_steps} leaves nothing to do: it must be less than the "
                              f"{diffusion.num_timesteps} sampling steps")
-        if init is None and settings.init_image:
-            size = (settings.width, settings.height)
-            picture = cover_resize(load_image(settings.init_image, "init image", size), *size)
-            init = pil_to_tensor(picture)
         if init is not None:
-            init = fit_image(init.to(device), settings.width, settings.height).mul(2).sub(1)
-            init = init.repeat(settings.batch // init.shape[0], 1, 1, 1)
-        return cls(model if model is not None else load_model(settings, device), diffusion, settings, init, device)
-
-    @staticmethod
-    def continue_settings(settings: Settings, steps: int, strength: float) -> Settings:
-        """Settings for a run that starts from an image and keeps ``strength`` of it: that share of steps skipped."""
-        if steps != settings.steps:
-            settings = dataclasses.replace(settings, steps=steps, timestep_respacing=None)
-        total = sampling_diffusion(settings, learn_sigma=True).num_timesteps
-        return dataclasses.replace(settings, skip_steps=min(round(strength * total), total - 1))
+            init = fit_image(init.to(canvas.device), canvas.width, canvas.height).mul(2).sub(1)
+            init = init.repeat(canvas.batch // init.shape[0], 1, 1, 1)
+        fp16 = options.diffusion_fp16 and canvas.device.type == "cuda"
+        key = ("unet", options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config,
+               canvas.device, fp16)
+        model = (models or ModelCache()).get(key, lambda: load_model(
+            options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config, canvas.device, fp16))
+        return cls(model, diffusion, options, canvas, init)
 
     def _start(self, noise: Tensor) -> Tensor:
         """x_t at the first step: the noise itself, or the init image noised to that step."""
@@ -198,6 +266,11 @@ class DiffusionGenerator:
                 return ddpm_step(self.diffusion, denoise, x, t, torch.randn_like(x))
             eta = self.settings.eta
             return ddim_step(self.diffusion, denoise, x, t, eta, torch.randn_like(x) if eta else None)
+
+    def begin(self, score, progress: bool) -> int:
+        """TEMPORARY: the guidance branch replaces this."""
+        o = self.settings
+        return self.preselect(o.preselect, o.preselect_share, score, o.preselect_preview, progress) if o.preselect > 1 else 0
 
     def preselect(self, count: int, share: float, score: Callable[[Tensor], Tensor], preview_steps: int = 0,
                   progress: bool = False) -> int:

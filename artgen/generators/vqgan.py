@@ -1,35 +1,99 @@
-"""VQGAN generator: optimizes a continuous code latent that is snapped to the codebook when decoded."""
+"""VQGAN generator: optimizes a continuous code latent that is snapped to the codebook when decoded.
+
+Design: the latent z is what Adam moves; each render quantizes it to the nearest codebook entries (with a
+straight-through gradient) and decodes the codes with taming-transformers' decoder. Its options also hold
+an optional diffusion prior (artgen.prior), a score-distillation pull toward pictures a diffusion model knows,
+for models whose decoder alone draws poorly (the bundled tiny one).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..clamps import clamp_toward_range
+from ..errors import UsageError
+from ..memory import NetworkShape, vqgan_ddconfig, vqgan_shape
 from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
-from ..output import cover_resize, fit_image, load_image, pil_to_tensor
-from ..settings import Settings
+from ..output import fit_image
+from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
+from .base import Canvas, ModelCache, Options
 
 log = logging.getLogger("artgen")
 
 if TYPE_CHECKING:
     from ..loop import Guide
+    from ..settings import RunSettings
+
+OPTIMIZERS = ("adam", "adamw")
+INITS = ("random", "noise")
+NOISE_SCHEDULES = ("linear", "cosine")
 
 
-def vqgan_files(settings: Settings) -> tuple[Path, Path]:
+@dataclass
+class VQGANOptions(Options):
+    """The VQGAN generator's options."""
+
+    vqgan_model: str = setting("vqgan_imagenet_f16_16384", "Known VQGAN name (see `artgen models list`).")
+    vqgan_config: str | None = setting(None, "Local taming .yaml config (with --vqgan-checkpoint; no download).")
+    vqgan_checkpoint: str | None = setting(None, "Local taming .ckpt checkpoint (with --vqgan-config).")
+    lr: float = setting(0.1, "Learning rate of the latent codes.")
+    optimizer: str = setting("adam", "Optimizer for the latent.", choices=OPTIMIZERS)
+    init: str = setting("random", "Start without an init image: random codebook entries or encoded pixel noise.",
+                        choices=INITS)
+    init_weight: float = setting(0.0, "Weight of a pull of the codes back toward where they started (the init "
+                                      "image's); animations set it from --init-strength.")
+    prior_scale: float = setting(0.0, "Weight of a diffusion prior (score distillation from --prior-model) that "
+                                      "pulls the image toward pictures that model knows; helps weak decoders (0: off).")
+    prior_guidance_scale: float = setting(0.0, "CLIP guidance of the prior's prediction, as --clip-guidance-scale "
+                                               "guides the diffusion generator (0: an unguided prior).")
+    prior_draws: int = setting(2, "Noise draws of the prior per step: more is steadier and slower.")
+    prior_model: str = setting("256x256_diffusion_uncond", "Known diffusion model of the prior (see `artgen "
+                                                           "models list`).")
+    prior_checkpoint: str | None = setting(None, "Local guided-diffusion .pt for the prior (no download).")
+    prior_config: str | None = setting(None, "YAML file of UNet settings for a --prior-checkpoint of another "
+                                             "architecture.")
+    prior_noise_schedule: str = setting("linear", "Beta schedule the prior's model was trained with.",
+                                        choices=NOISE_SCHEDULES)
+    prior_clamp_max: float = setting(0.05, "RMS limit of the prior's CLIP guidance gradient (0: no limit).")
+    prior_clamp_by_signal: bool = setting(False, "Scale --prior-clamp-max by sqrt(alpha-bar) of each draw, so "
+                                                 "that the noisiest draws, where a push counts most, push least.")
+
+    def validate(self, run: "RunSettings") -> None:
+        require(self, positive=("lr", "prior_draws"), non_negative=("init_weight", "prior_scale",
+                "prior_guidance_scale", "prior_clamp_max"), finite=("prior_scale", "prior_guidance_scale"))
+        require_choice(self, "optimizer", OPTIMIZERS)
+        require_choice(self, "init", INITS)
+        require_choice(self, "prior_noise_schedule", NOISE_SCHEDULES)
+        if (self.vqgan_config is None) != (self.vqgan_checkpoint is None):
+            raise UsageError("--vqgan-config and --vqgan-checkpoint go together: give both local files or neither")
+
+    def for_frame(self, steps: int, run_steps: int, strength: float) -> "VQGANOptions":
+        """A frame pulls its codes toward its start image by ``strength``."""
+        return dataclasses.replace(self, init_weight=strength)
+
+    def divergence_causes(self, on_cuda: bool) -> list[str]:
+        return [f"a lower --lr (now {self.lr})"]
+
+    def network_shape(self, on_cuda: bool) -> NetworkShape:
+        levels, attention, factor = vqgan_shape(vqgan_ddconfig(self.vqgan_model, self.vqgan_config))
+        return NetworkShape(levels, attention, factor, "the VQGAN decoder's activations")
+
+
+def vqgan_files(options: VQGANOptions) -> tuple[Path, Path]:
     """The .yaml and .ckpt to load: local files when given, else the known model from the cache."""
-    if settings.vqgan_config and settings.vqgan_checkpoint:
-        return Path(settings.vqgan_config), Path(settings.vqgan_checkpoint)
-    files = hub.resolve_all(settings.vqgan_model, kind="vqgan")  # fetches or names every missing file at once
+    if options.vqgan_config and options.vqgan_checkpoint:
+        return Path(options.vqgan_config), Path(options.vqgan_checkpoint)
+    files = hub.resolve_all(options.vqgan_model, kind="vqgan")  # fetches or names every missing file at once
     return files["config"], files["checkpoint"]
 
 
@@ -49,39 +113,42 @@ def optimizer_for(name: str, params: list[Tensor], lr: float) -> torch.optim.Opt
 class VQGANGenerator:
     """Draws ``decode(quantize(z))``; ``step`` takes an optimizer step on z and keeps z inside the codebook's range."""
 
+    Options = VQGANOptions
+    title = "VQGAN"
     default_clip_guidance_scale = 1.0
     scoring_clamp = staticmethod(clamp_toward_range)  # the VQGAN+CLIP notebook's clamp of the decoded image
 
-    def __init__(self, model: VQGAN, z: Tensor, settings: Settings) -> None:
+    def __init__(self, model: VQGAN, z: Tensor, options: VQGANOptions, canvas: Canvas) -> None:
         self.model = model
         self.z = z.detach().clone().requires_grad_(True)
         self.z_start = z.detach().clone()
-        self.init_weight = settings.init_weight
+        self.init_weight = options.init_weight
         codebook = model.codebook
         self.z_min = codebook.min(dim=0).values[None, :, None, None]
         self.z_max = codebook.max(dim=0).values[None, :, None, None]
-        self.optimizer = optimizer_for(settings.optimizer, [self.z], settings.lr)
-        self.num_steps = settings.steps
+        self.optimizer = optimizer_for(options.optimizer, [self.z], options.lr)
+        self.num_steps = canvas.steps
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
-        self.decode = maybe_compile(model.decode, settings.compile, "the VQGAN decoder")
+        self.decode = maybe_compile(model.decode, canvas.compile, "the VQGAN decoder")
         self._rendered: Tensor | None = None  # the last render while z has not moved since (detached)
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None,
-                      init: Tensor | None = None) -> "VQGANGenerator":
-        """Load the model (or reuse one already loaded) and make the starting latent, from ``init`` if given."""
-        if model is None:
-            config, checkpoint = vqgan_files(settings)
-            model = load_vqgan(config, checkpoint, map_location=device)
-        model.decoder.checkpointing = settings.checkpointing
-        model = to_channels_last(model, settings.channels_last)
-        width, height = fit_size(settings.width, settings.height, model.downsample_factor)
-        return cls(model, initial_latent(model, settings, width, height, device, init), settings)
+    def create(cls, options: VQGANOptions, canvas: Canvas, init: Tensor | None = None,
+               models: ModelCache | None = None) -> "VQGANGenerator":
+        """Load the model (or reuse the run's) and make the starting latent, from ``init`` if given."""
+        config, checkpoint = vqgan_files(options)
+        models = models or ModelCache()
+        model = models.get(("vqgan", config, checkpoint, canvas.device),
+                           lambda: load_vqgan(config, checkpoint, map_location=canvas.device))
+        model.decoder.checkpointing = canvas.checkpointing
+        model = to_channels_last(model, canvas.channels_last)
+        width, height = fit_size(canvas.width, canvas.height, model.downsample_factor)
+        return cls(model, initial_latent(model, options.init, canvas.batch, width, height, canvas.device, init),
+                   options, canvas)
 
-    @staticmethod
-    def continue_settings(settings: Settings, steps: int, strength: float) -> Settings:
-        """Settings for a run that starts from an image and keeps ``strength`` of it (animation frames)."""
-        return dataclasses.replace(settings, steps=steps, init_weight=strength)
+    def begin(self, score, progress: bool) -> int:
+        """Nothing to choose: the latent starts where ``create`` put it."""
+        return 0
 
     def render(self) -> Tensor:
         z_q = vector_quantize(self.z, self.model.codebook)
@@ -122,17 +189,13 @@ class VQGANGenerator:
         self._rendered = None
 
 
-def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, device: torch.device,
+def initial_latent(model: VQGAN, init_kind: str, batch: int, width: int, height: int, device: torch.device,
                    init: Tensor | None = None) -> Tensor:
-    """The starting z for each of the batch: the encoded init (tensor or image), pixel noise, or random codes."""
-    factor, batch = model.downsample_factor, settings.batch
+    """The starting z for each of the batch: the encoded init image, pixel noise, or random codes."""
+    factor = model.downsample_factor
     if init is not None:
         return encode(model, fit_image(init.to(device), width, height)).repeat(batch // init.shape[0], 1, 1, 1)
-    if settings.init_image:
-        picture = cover_resize(load_image(settings.init_image, "init image", (width, height)), width, height)
-        pixels = pil_to_tensor(picture).to(device)
-        return encode(model, pixels).repeat(batch, 1, 1, 1)
-    if settings.init == "noise":
+    if init_kind == "noise":
         return encode(model, torch.rand(batch, 3, height, width, device=device))
     indices = torch.randint(model.codebook.shape[0], (batch, height // factor, width // factor), device=device)
     return model.codebook[indices].permute(0, 3, 1, 2).contiguous()
