@@ -360,6 +360,8 @@ def build_settings(preset: str | None = None, base: dict[str, Any] | None = None
     base = upgrade_recipe(base) if base else None
     preset_values = load_preset(preset) if preset else None
     generator = _generator_of(base, preset_values, overrides)
+    if generator not in generator_options():
+        raise UsageError(f"unknown generator {generator!r}: choose one of {', '.join(generator_options())}")
     run, options = RunSettings(), generator_options()[generator]()
     frames = AnimationSettings() if animation else None
     for values, source, strict in ((base, "recipe", False), (preset_values, f"preset {preset!r}", False),
@@ -381,6 +383,8 @@ def check_recipe(values: dict[str, Any], source: str) -> None:
 
     values = upgrade_recipe(values)
     generator = _generator_of(values)
+    if generator not in generator_options():
+        raise UsageError(f"{source}: unknown generator {generator!r}")
     run, options, frames = split(values, generator, True, source, strict=False)
     _apply(RunSettings(), run, source)
     _apply(generator_options()[generator](), options, source)

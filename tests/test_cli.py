@@ -135,7 +135,7 @@ BAD_INPUTS = [
     (["animate", "x", "--frames", "2", "--fps", "-3"], 2, "--fps must be a positive number"),
     (["animate", "x", "--frames", "2", "--blend", "2"], 2, "--blend"),
     (["animate", "x", "--frames", "2", "--batch", "2"], 2, "without --batch"),
-    (["generate", "x", "--preselect", "2"], 2, "--preselect chooses among diffusion starts"),
+    (["generate", "x", "--preselect", "2"], 2, "--preselect is an option of the diffusion generator"),
     (["animate", "x", "--frames", "2", "--border", "zero"], 2, "'zero' is not one of"),
     (["animate", "x", "--frames", "2", "--resume"], 2, "--resume needs the --seed"),
     (["animate", "x", "--frames", "2", "--frames-dir", "out/{nope}"], 2, "unknown field {nope}"),

@@ -2,7 +2,7 @@ import pytest
 
 from artgen.errors import UsageError
 from artgen.objective import CutPlan, parse_cut_schedule
-from artgen.settings import Settings
+from artgen.settings import RunSettings
 
 
 def test_disco_schedule_syntax():
@@ -17,8 +17,8 @@ def test_bad_cut_schedules(text):
 
 
 def test_plan_follows_the_schedules_and_defaults_to_cutn():
-    assert CutPlan.from_settings(Settings(cutn=7)).counts(0.9) == (0, 7)
-    plan = CutPlan.from_settings(Settings(cut_overview="[12]*400+[4]*600", cut_innercut="[4]*400+[12]*600"))
+    assert CutPlan.from_settings(RunSettings(cutn=7)).counts(0.9) == (0, 7)
+    plan = CutPlan.from_settings(RunSettings(cut_overview="[12]*400+[4]*600", cut_innercut="[4]*400+[12]*600"))
     assert plan.counts(0.0) == (12, 4)
     assert plan.counts(0.5) == (4, 12)
     assert plan.counts(0.9999) == (4, 12)
@@ -26,4 +26,4 @@ def test_plan_follows_the_schedules_and_defaults_to_cutn():
 
 def test_plan_refuses_parts_without_cutouts():
     with pytest.raises(UsageError, match="no cutouts"):
-        CutPlan.from_settings(Settings(cut_overview="[0]*1000"))
+        CutPlan.from_settings(RunSettings(cut_overview="[0]*1000"))

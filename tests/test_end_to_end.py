@@ -14,7 +14,8 @@ from artgen.generators.vqgan import VQGANGenerator
 from artgen.loop import optimize
 from artgen.models.vqgan import load_vqgan, vector_quantize
 from artgen.output import read_metadata
-from artgen.settings import Settings
+from artgen.session import Session
+from artgen.settings import build_settings
 
 
 def pixels(path) -> np.ndarray:
@@ -26,9 +27,9 @@ def test_vqgan_loop_follows_the_gradient(tiny_models):
     """The VQGAN generator, its straight-through codes and its optimizer under the real loop, asked for a
     darker picture. A random tiny decoder can only get a little darker, but with a broken gradient the codes
     would not move at all. (Whether a prompt steers the picture needs trained models.)"""
-    settings = Settings(**tiny_models.settings(steps=40, lr=0.2, seed=3)).validate()
-    torch.manual_seed(settings.seed)
-    generator = VQGANGenerator.from_settings(settings, torch.device("cpu"))
+    session = Session(build_settings(None, None, tiny_models.settings(steps=40, lr=0.2, seed=3)), progress=False)
+    torch.manual_seed(session.settings.seed)
+    generator = session.generator()
     start = generator.z.detach().clone()
     losses = [state.loss.item() for state in optimize(generator, lambda image, progress: image.mean())]
     assert len(losses) == 40

@@ -17,7 +17,7 @@ from artgen import output
 from artgen.errors import UsageError, UserError
 from artgen.output import load_image, read_metadata, resolve_outputs, save_png
 from artgen.recipe import rerun_recipe
-from artgen.settings import Settings
+from artgen.settings import RunSettings, build_settings
 
 
 def one_error_line(result, code: int | None = None) -> str:
@@ -49,7 +49,8 @@ def png_with_text(path: Path, text: str, compressed: bool = False) -> Path:
 
 def recipe_png(path: Path, **settings) -> Path:
     """A PNG as artgen writes it, with the given settings recorded."""
-    save_png(Image.new("RGB", (4, 4)), path, {"settings": Settings(prompts=["x"], seed=3, **settings).to_dict()})
+    recipe = build_settings(None, None, {"prompts": ["x"], "seed": 3, **settings}, animation=True).to_dict()
+    save_png(Image.new("RGB", (4, 4)), path, {"settings": recipe})
     return path
 
 
@@ -150,7 +151,7 @@ def test_templates_reach_only_the_documented_fields(artgen, template):
 
 
 def test_plain_format_specs_still_work(tmp_path):
-    settings = Settings(prompts=["a cat"], seed=7)
+    settings = RunSettings(prompts=["a cat"], seed=7)
     [path] = resolve_outputs(str(tmp_path / "{prompt}-{seed:05d}-{n:03d}-{width}.png"), settings)
     assert path.name == f"a_cat-00007-001-{settings.width}.png"
 

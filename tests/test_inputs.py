@@ -125,9 +125,9 @@ def no_allocation(monkeypatch):
     """Fail loudly if a run gets as far as building its generator or CLIP models."""
     def refuse(*args, **kwargs):
         raise AssertionError("the run went on to allocate")
-    monkeypatch.setattr("artgen.generators.vqgan.VQGANGenerator.from_settings", refuse)
-    monkeypatch.setattr("artgen.generators.diffusion.DiffusionGenerator.from_settings", refuse)
-    monkeypatch.setattr("artgen.run.clip_models", refuse)
+    monkeypatch.setattr("artgen.generators.vqgan.VQGANGenerator.create", refuse)
+    monkeypatch.setattr("artgen.generators.diffusion.DiffusionGenerator.create", refuse)
+    monkeypatch.setattr("artgen.session.load_perceptors", refuse)
 
 
 @pytest.mark.parametrize("generator", ["vqgan", "diffusion"])
@@ -159,7 +159,7 @@ def test_the_largest_size_offered_fits_and_checkpointing_needs_less(tiny_models)
     width, height = cost.largest(64, 32, 8 * 2**30)
     assert abs(width / height - 2) < 0.05 and width % cost.factor == height % cost.factor == 0
     assert cost.bytes_at(width, height) <= 8 * 2**30 < cost.bytes_at(width + 2 * cost.factor, height + cost.factor)
-    lean = footprint(dataclasses.replace(settings, checkpointing=True))
+    lean = footprint(settings.replace(checkpointing=True))
     assert lean.bytes_at(512, 512) < cost.bytes_at(512, 512)
 
 
@@ -239,11 +239,15 @@ def test_a_prompt_longer_than_clip_reads_warns_once_with_the_ignored_words(artge
     assert "longer than" not in short.err
 
 
-def diverged(**values) -> str:
-    from artgen.run import diverged_message
+def diverged(on_cuda: bool = False, **values) -> str:
+    import torch
+
+    from artgen.session import diverged_message
     from artgen.settings import build_settings
 
-    return diverged_message(build_settings(None, None, {"prompts": ["x"], "device": "cpu", **values}), 3, math.nan)
+    device = torch.device("cuda" if on_cuda else "cpu")
+    return diverged_message(build_settings(None, None, {"prompts": ["x"], "device": "cpu", **values}), device, 3,
+                            math.nan)
 
 
 def test_the_divergence_message_names_causes_of_this_run(monkeypatch):
@@ -257,5 +261,4 @@ def test_the_divergence_message_names_causes_of_this_run(monkeypatch):
     assert "--clamp-max (now 0.05)" in diffusion and "--no-diffusion-fp16" not in diffusion
     assert "--precision fp32, now bf16" in diverged(precision="bf16")
     assert "prompt weight (5000 on 'a red circle')" in diverged(prompts=["a red circle:5000"])
-    monkeypatch.setattr("artgen.run.resolve_device", lambda name: torch.device("cuda"))
-    assert "--no-diffusion-fp16" in diverged(generator="diffusion")
+    assert "--no-diffusion-fp16" in diverged(on_cuda=True, generator="diffusion")

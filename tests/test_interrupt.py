@@ -9,11 +9,11 @@ import time
 
 import torch
 
-from artgen.loop import Guide
-
-import artgen.run as run_module
+import artgen.session as session_module
+from artgen.session import Session
 from artgen.clamps import clamp_straight_through
-from artgen.generators.vqgan import VQGANGenerator
+from artgen.generators.vqgan import VQGANGenerator, VQGANOptions
+from artgen.loop import Guide
 from artgen.output import read_metadata
 from artgen.settings import build_settings
 
@@ -38,9 +38,15 @@ class SlowGenerator:
         self.steps_taken = 0
         self.last: torch.Tensor | None = None
 
+    Options = VQGANOptions
+    title = "slow"
+
     @classmethod
-    def from_settings(cls, settings, device, model=None, init=None) -> "SlowGenerator":
-        return cls(settings.steps)
+    def create(cls, options, canvas, init=None, models=None) -> "SlowGenerator":
+        return cls(canvas.steps)
+
+    def begin(self, score, progress) -> int:
+        return 0
 
     def render(self) -> torch.Tensor:
         hidden = self.z
@@ -50,15 +56,17 @@ class SlowGenerator:
         self.last = image.detach()
         return image
 
-    def step(self, loss: torch.Tensor) -> None:
+    def step(self, guide) -> torch.Tensor:
+        loss = guide.loss(self.render())
         self.optimizer.zero_grad()
         if self.steps_taken == 1:
             threading.Timer(0.5, self._interrupt).start()
         started = time.perf_counter()
-        loss.backward()
+        guide.backward(loss)
         self.backward_seconds.append(time.perf_counter() - started)
         self.optimizer.step()
         self.steps_taken += 1
+        return loss
 
     def _interrupt(self) -> None:
         self.signalled_at.append(time.perf_counter())
@@ -76,7 +84,7 @@ class SlowGenerator:
 
 
 def test_ctrl_c_during_a_long_backward_pass_stops_within_a_layer_and_saves(artgen, tiny_models, monkeypatch):
-    monkeypatch.setattr(run_module, "generator_class", lambda name: SlowGenerator)
+    monkeypatch.setattr(session_module, "generator_class", lambda name: SlowGenerator)
     SlowGenerator.backward_seconds, SlowGenerator.signalled_at = [], []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -98,8 +106,7 @@ def test_ctrl_c_during_a_long_backward_pass_stops_within_a_layer_and_saves(artge
 
 
 def test_vqgan_saves_a_stopped_step_from_its_own_render_without_decoding_again(tiny_models, monkeypatch):
-    settings = build_settings(None, None, tiny_models.settings())
-    generator = VQGANGenerator.from_settings(settings, torch.device("cpu"))
+    generator = Session(build_settings(None, None, tiny_models.settings()), progress=False).generator()
     rendered = generator.render()
     decodes = []
     monkeypatch.setattr(generator, "decode", lambda z: decodes.append(z) or 1 / 0)
@@ -120,4 +127,4 @@ def test_ctrl_c_while_preselecting_stops_with_one_line_and_writes_nothing(artgen
     result = artgen("generate", "x", *tiny_models.diffusion_flags, "--preselect", "2", "-o", "p.png", "--quiet")
     assert result.code == 130
     assert result.err.strip().splitlines() == [
-        "artgen: error: interrupted while preselecting starts, before the first image: nothing saved"]
+        "artgen: error: interrupted while choosing a start, before the first image: nothing saved"]

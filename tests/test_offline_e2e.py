@@ -35,7 +35,7 @@ import torch
 from artgen.loop import optimize
 from artgen.objective import build_objective
 from artgen.perceptor import load_perceptors
-from artgen.run import prepare
+from artgen.session import Session
 from artgen.scenes import SHAPE_COLOURS, SHAPES
 from artgen.settings import build_settings
 from benchmarks.bench_quality import PROMPTS as QUALITY_PROMPTS  # the benchmark's measurement
@@ -76,11 +76,11 @@ def test_offline_generators_follow_the_prompt_and_a_random_clip_does_not(run, tm
 def test_vqgan_clip_loss_falls_over_a_short_run():
     """The whole VQGAN+CLIP path with a (tiny, trained) open_clip model and the preset's diffusion prior: 40 steps
     lower the prompt loss."""
-    settings, device, cls, specs = prepare(build_settings("offline-vqgan", overrides={
-        "prompts": ["a blue square"], "steps": 40, "seed": 2}))
-    objective = build_objective(settings, load_perceptors(specs, device), device)
-    torch.manual_seed(settings.seed)
-    generator = cls.from_settings(settings, device)
+    session = Session(build_settings("offline-vqgan", overrides={
+        "prompts": ["a blue square"], "steps": 40, "seed": 2}), progress=False)
+    torch.manual_seed(session.settings.seed)
+    generator = session.generator()
+    objective = session.objective()
     before = fixed_cut_loss(objective, generator.snapshot())
     losses = [state.loss.item() for state in optimize(generator, objective)]
     after = fixed_cut_loss(objective, generator.snapshot())

@@ -8,11 +8,11 @@ from PIL import Image
 from artgen.errors import UsageError, UserError
 from artgen.output import (contact_sheet, ensure_writable, load_image, read_metadata, resolve_outputs, save_png,
                            step_path)
-from artgen.settings import Settings
+from artgen.settings import build_settings
 
 
 def settings(**kw):
-    return Settings(prompts=["a red circle:2|sky"], seed=7, **kw)
+    return build_settings(None, None, {"prompts": ["a red circle:2|sky"], "seed": 7, **kw})
 
 
 def test_png_round_trips_settings(tmp_path):

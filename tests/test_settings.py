@@ -3,7 +3,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from artgen.errors import UsageError
-from artgen.settings import Settings, apply, build_settings, field_names, load_preset, preset_names
+from artgen.generators import GENERATORS
+from artgen.settings import (AnimationSettings, RunSettings, Settings, build_settings, field_names, load_preset,
+                             preset_names)
 
 
 def test_bundled_presets_exist_and_build():
@@ -55,11 +57,13 @@ def test_bad_presets(tmp_path, monkeypatch, preset, content, message):
     ("sampler", "euler", "unknown sampler 'euler'"),
     ("diffusion_steps", 20, "too few for the linear noise schedule"),
     ("preselect", -1, "--preselect must not be negative"),
-    ("preselect", 4, "--preselect chooses among diffusion starts: use it with --generator diffusion"),
+    ("prior_clamp_max", -1.0, "--prior-clamp-max must not be negative"),
+    ("preselect", 4, "--preselect is an option of the diffusion generator, which this run does not use"),
 ])
 def test_bad_values(field, value, message):
+    generator = "diffusion" if field in ("sampler", "diffusion_steps") or value == -1 and field == "preselect" else None
     with pytest.raises(UsageError, match=message):
-        build_settings(overrides={"prompts": ["x"], field: value})
+        build_settings(overrides={"prompts": ["x"], field: value, **({"generator": generator} if generator else {})})
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -83,10 +87,22 @@ def test_vqgan_local_files_go_together():
         build_settings(overrides={"prompts": ["x"], "vqgan_config": "a.yaml"})
 
 
-def test_apply_accepts_ints_for_floats_and_rejects_bools_for_ints():
-    assert apply(Settings(), {"lr": 1}, "t").lr == 1.0
-    with pytest.raises(UsageError):
-        apply(Settings(), {"steps": True}, "t")
+def test_ints_pass_for_floats_and_bools_do_not_pass_for_ints():
+    assert build_settings(overrides={"prompts": ["x"], "lr": 1}).lr == 1.0
+    with pytest.raises(UsageError, match="steps must be an integer"):
+        build_settings(overrides={"prompts": ["x"], "steps": True})
+
+
+def test_settings_split_into_shared_generator_and_animation_parts():
+    settings = build_settings(overrides={"prompts": ["x"], "generator": "diffusion", "skip_steps": 2, "zoom": "1.1",
+                                         "steps": 9}, animation=True)
+    assert settings.run.steps == 9 and settings.options.skip_steps == 2 and settings.animation.zoom == "1.1"
+    assert settings.to_dict()["skip_steps"] == 2 and "lr" not in settings.to_dict()
+    assert settings.replace(steps=3, clamp_max=0.5).options.clamp_max == 0.5
+    for name, cls in GENERATORS.items():  # no generator shadows a shared, an animation or another generator's field
+        others = [n for other, c in GENERATORS.items() if other != name for n in field_names(c.Options)]
+        assert not set(field_names(cls.Options)) & set(field_names(RunSettings) + field_names(AnimationSettings) +
+                                                        others)
 
 
 def test_every_preset_is_commented():
@@ -99,10 +115,12 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(field_names() + ["stepz", "zoomm"]), values, max_size=6))
-def test_any_mapping_of_settings_builds_or_raises_the_usage_error(mapping):
+@given(st.dictionaries(st.sampled_from(field_names(RunSettings) + field_names(AnimationSettings) +
+                                        [n for c in GENERATORS.values() for n in field_names(c.Options)] +
+                                        ["stepz", "zoomm"]), values, max_size=6), st.booleans())
+def test_any_mapping_of_settings_builds_or_raises_the_usage_error(mapping, animation):
     try:
-        built = build_settings(overrides={"prompts": ["x"], **mapping})
+        built = build_settings(overrides={"prompts": ["x"], **mapping}, animation=animation)
     except UsageError:
         return
     assert isinstance(built, Settings)

@@ -14,7 +14,7 @@ from artgen.models.unet import create_unet
 from artgen.models.vqgan import load_vqgan
 from artgen.objective import build_objective
 from artgen.perceptor import load_perceptors, parse_clip_spec, register_model_config
-from artgen.settings import Settings
+from artgen.settings import build_settings
 from artgen.speed import maybe_compile, precision_context, to_channels_last
 from tiny_unet import randomize_, tiny_unet_config
 
@@ -28,7 +28,7 @@ def fixed_loss(objective, image, context) -> float:
 
 
 def test_bf16_autocast_moves_the_loss_by_less_than_two_percent(tiny_models):
-    settings = Settings(**tiny_models.settings(cutn=8, clip_guidance_scale=1.0, tv_scale=0.1)).validate()
+    settings = build_settings(None, None, tiny_models.settings(cutn=8, clip_guidance_scale=1.0, tv_scale=0.1))
     register_model_config(settings.clip_config[0])
     perceptors = load_perceptors([parse_clip_spec(settings.clip[0], settings.clip_checkpoint[0])], CPU)
     objective = build_objective(settings, perceptors, CPU)
