@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from . import video
 from .errors import RunInterrupted, UsageError, UserError
+from .images import cover_resize, fit_image, load_image, pil_to_tensor
 from .loop import optimize
 from .objective import Objective, build_objective
-from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
-                     read_metadata, save_png)
+from .output import ensure_writable, fill_template, read_metadata, save_png
 from .prompts import parse_prompts
 from .run import (clip_models, diverged_message, explain_out_of_memory, prepare, preselect, resolve_device,
                   with_seed)

@@ -22,10 +22,10 @@ from tqdm import tqdm
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..files import readable_file
+from ..images import fit_image, read_init_image
 from ..models import hub
 from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
 from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
-from ..output import cover_resize, fit_image, load_image, pil_to_tensor
 from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
 
@@ -130,9 +130,7 @@ class DiffusionGenerator:
             raise UsageError(f"--skip-steps {settings.skip_steps} leaves nothing to do: it must be less than the "
                              f"{diffusion.num_timesteps} sampling steps")
         if init is None and settings.init_image:
-            size = (settings.width, settings.height)
-            picture = cover_resize(load_image(settings.init_image, "init image", size), *size)
-            init = pil_to_tensor(picture)
+            init = read_init_image(settings.init_image, settings.width, settings.height)
         if init is not None:
             init = fit_image(init.to(device), settings.width, settings.height).mul(2).sub(1)
             init = init.repeat(settings.batch // init.shape[0], 1, 1, 1)

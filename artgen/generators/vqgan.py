@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..clamps import clamp_toward_range
+from ..images import fit_image, read_init_image
 from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
-from ..output import cover_resize, fit_image, load_image, pil_to_tensor
 from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
 
@@ -121,8 +121,7 @@ def initial_latent(model: VQGAN, settings: Settings, width: int, height: int, de
     if init is not None:
         return encode(model, fit_image(init.to(device), width, height)).repeat(batch // init.shape[0], 1, 1, 1)
     if settings.init_image:
-        picture = cover_resize(load_image(settings.init_image, "init image", (width, height)), width, height)
-        pixels = pil_to_tensor(picture).to(device)
+        pixels = read_init_image(settings.init_image, width, height).to(device)
         return encode(model, pixels).repeat(batch, 1, 1, 1)
     if settings.init == "noise":
         return encode(model, torch.rand(batch, 3, height, width, device=device))
