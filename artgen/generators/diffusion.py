@@ -11,21 +11,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 from tqdm import tqdm
 
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
-from ..files import readable_file
 from ..images import fit_image, read_init_image
-from ..models import hub
+from ..models import factory
 from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
-from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
+from ..models.unet import UNetConfig, UNetModel, downsample_factor
 from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
 
@@ -34,36 +31,13 @@ log = logging.getLogger("artgen")
 
 def unet_config(settings: Settings) -> UNetConfig:
     """The UNet architecture: from --diffusion-config's YAML, else the known model's."""
-    if settings.diffusion_config:
-        return _config_from_file(Path(settings.diffusion_config))
-    known = hub.known_model(settings.diffusion_model, "diffusion")
-    if "config" in known.files:  # a model that carries its own config, such as the bundled one
-        return _config_from_file(hub.resolve(settings.diffusion_model, "config", kind="diffusion"))
-    return KNOWN_CONFIGS[settings.diffusion_model]
-
-
-def _config_from_file(path: Path) -> UNetConfig:
-    readable_file(path, "--diffusion-config", error=UsageError)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
-        raise UsageError(f"--diffusion-config {path} is not readable YAML ({type(error).__name__}): fix the file") from None
-    names = {f.name for f in dataclasses.fields(UNetConfig)}
-    if not isinstance(values, dict) or not set(values) <= names:
-        unknown = sorted(set(values) - names) if isinstance(values, dict) else "not a mapping"
-        raise UsageError(f"--diffusion-config {path}: expected UNet settings ({', '.join(sorted(names))}); "
-                         f"got {unknown}")
-    return UNetConfig(**values)
+    return factory.unet_config(settings.diffusion_model, settings.diffusion_config)
 
 
 def load_model(settings: Settings, device: torch.device) -> UNetModel:
     """Load the UNet from a local file or the models cache, in half precision on CUDA when asked."""
-    config = unet_config(settings)
-    if device.type == "cuda" and settings.diffusion_fp16:
-        config = dataclasses.replace(config, use_fp16=True)
-    path = (Path(settings.diffusion_checkpoint) if settings.diffusion_checkpoint
-            else hub.resolve(settings.diffusion_model, "checkpoint", kind="diffusion"))
-    return load_unet(path, config, map_location=device)
+    return factory.load_unet_model(settings.diffusion_model, settings.diffusion_checkpoint, settings.diffusion_config,
+                                   device, settings.diffusion_fp16)
 
 
 def sampling_diffusion(settings: Settings, learn_sigma: bool) -> Diffusion:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..clamps import clamp_toward_range
 from ..images import fit_image, read_init_image
-from ..models import hub
+from ..models import factory
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
 from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
@@ -24,10 +24,7 @@ log = logging.getLogger("artgen")
 
 def vqgan_files(settings: Settings) -> tuple[Path, Path]:
     """The .yaml and .ckpt to load: local files when given, else the known model from the cache."""
-    if settings.vqgan_config and settings.vqgan_checkpoint:
-        return Path(settings.vqgan_config), Path(settings.vqgan_checkpoint)
-    files = hub.resolve_all(settings.vqgan_model, kind="vqgan")  # fetches or names every missing file at once
-    return files["config"], files["checkpoint"]
+    return factory.vqgan_files(settings.vqgan_model, settings.vqgan_config, settings.vqgan_checkpoint)
 
 
 def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:
