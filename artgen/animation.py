@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from . import video
 from .errors import RunInterrupted, UsageError, UserError
+from .images import cover_resize, fit_image, load_image, pil_to_tensor
 from .objective import Objective
-from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
-                     read_metadata, save_png)
+from .output import ensure_writable, fill_template, read_metadata, save_png
 from .prompts import parse_prompts
 from .recipe import upgrade_recipe
 from .run import with_seed

@@ -21,7 +21,6 @@ own activations cannot fit. The bundled presets at their sizes estimate 3 GiB (d
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass

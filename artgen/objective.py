@@ -21,7 +21,7 @@ from . import losses
 from .clamps import clamp_straight_through
 from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
 from .errors import UsageError
-from .output import load_image, pil_to_tensor
+from .images import load_image, pil_to_tensor
 from .perceptor import Perceptor
 from .prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from .prompts import Prompt, parse_prompts, prompt_loss, warn_non_finite_tails

@@ -25,7 +25,8 @@ from common import peak_memory_mib, pick_device, print_table, time_steps, write_
 
 from artgen.generators.diffusion import DiffusionGenerator  # noqa: E402
 from artgen.models.diffusion import create_diffusion  # noqa: E402
-from artgen.models.unet import KNOWN_CONFIGS, UNetModel, create_unet  # noqa: E402
+from artgen.models.factory import unet_config  # noqa: E402
+from artgen.models.unet import UNetModel, create_unet  # noqa: E402
 from artgen.objective import build_objective  # noqa: E402
 from artgen.perceptor import ClipSpec, load_perceptor  # noqa: E402
 from artgen.settings import Settings  # noqa: E402
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = pick_device(args.device)
-    model = create_unet(KNOWN_CONFIGS["256x256_diffusion_uncond"]).to(device).eval().requires_grad_(False)
+    model = create_unet(unet_config("256x256_diffusion_uncond", None)).to(device).eval().requires_grad_(False)
     if device.type == "cuda":
         model.convert_to_fp16()
     rows = []

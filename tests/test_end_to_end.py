@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 import artgen
-from artgen.generators.vqgan import VQGANGenerator
 from artgen.loop import optimize
 from artgen.models.vqgan import load_vqgan, vector_quantize
 from artgen.output import read_metadata

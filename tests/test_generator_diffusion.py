@@ -178,18 +178,3 @@ def test_unknown_sampler_is_a_usage_error(tiny_files):
     with pytest.raises(UsageError, match="unknown sampler 'euler'"):
         diffusion_settings(tiny_files, sampler="euler")
 
-
-def test_checkpoint_of_another_architecture_names_the_first_bad_key(tiny_files, tmp_path):
-    config, checkpoint = tiny_files
-    wider = tmp_path / "wider.yaml"
-    wider.write_text(yaml.safe_dump({**dataclasses.asdict(tiny_unet_config()), "num_channels": 64}))
-    settings = diffusion_settings(tiny_files, diffusion_config=str(wider))
-    with pytest.raises(UserError, match=r"does not match the config .*time_embed\.0\.weight"):
-        DiffusionGenerator.from_settings(settings, torch.device("cpu"))
-
-
-def test_bad_config_file(tiny_files, tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("num_chanels: 3\n")
-    with pytest.raises(UsageError, match="expected UNet settings"):
-        DiffusionGenerator.from_settings(diffusion_settings(tiny_files, diffusion_config=str(bad)), torch.device("cpu"))

@@ -13,9 +13,10 @@ import PIL.Image
 import pytest
 from PIL import Image, PngImagePlugin
 
-from artgen import output
+from artgen import images, output
 from artgen.errors import UsageError, UserError
-from artgen.output import load_image, read_metadata, resolve_outputs, save_png
+from artgen.images import load_image
+from artgen.output import read_metadata, resolve_outputs, save_png
 from artgen.recipe import rerun_recipe
 from artgen.settings import RunSettings, build_settings
 
@@ -79,7 +80,7 @@ def test_a_large_image_under_the_limit_opens_without_pil_warning(tmp_path, monke
 
 
 def test_the_pixel_limit_is_artgens_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(output, "MAX_PIXELS", 100)
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
     Image.new("RGB", (11, 10)).save(tmp_path / "a.png")
     with pytest.raises(UserError, match="11x10 pixels, more than"):
         load_image(tmp_path / "a.png", "init image")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -250,9 +249,7 @@ def diverged(on_cuda: bool = False, **values) -> str:
                             math.nan)
 
 
-def test_the_divergence_message_names_causes_of_this_run(monkeypatch):
-    import torch
-
+def test_the_divergence_message_names_causes_of_this_run():
     vqgan = diverged()
     assert "--lr (now 0.1)" in vqgan and "--clamp-max" not in vqgan and "CUDA" not in vqgan
     assert "fp16" not in vqgan and "--precision" not in vqgan

@@ -12,7 +12,7 @@ import torch
 import artgen.session as session_module
 from artgen.session import Session
 from artgen.clamps import clamp_straight_through
-from artgen.generators.vqgan import VQGANGenerator, VQGANOptions
+from artgen.generators.vqgan import VQGANOptions
 from artgen.loop import Guide
 from artgen.output import read_metadata
 from artgen.settings import build_settings

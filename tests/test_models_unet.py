@@ -13,8 +13,9 @@ from conftest import require_reference
 from tiny_unet import randomize_, tiny_unet_config, write_tiny_unet_checkpoint
 
 from artgen.errors import UserError
+from artgen.models.factory import unet_config
+from artgen.models.hub import KNOWN_MODELS
 from artgen.models.unet import (
-    KNOWN_CONFIGS,
     GroupNorm32,
     UNetConfig,
     create_unet,
@@ -168,10 +169,10 @@ def _reference_create_model():  # noqa: ANN202 - the reference's own factory
     return require_reference("guided_diffusion.script_util").create_model
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_CONFIGS))
+@pytest.mark.parametrize("name", sorted(n for n, m in KNOWN_MODELS.items() if m.kind == "diffusion" and not m.bundled))
 def test_known_config_key_layout_matches_reference(name: str) -> None:
     create_model = _reference_create_model()
-    config = KNOWN_CONFIGS[name]
+    config = unet_config(name, None)
     with torch.device("meta"):
         ours = create_unet(config).state_dict()
         theirs = create_model(**dataclasses.asdict(config)).state_dict()

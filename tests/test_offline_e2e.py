@@ -33,8 +33,6 @@ import pytest
 import torch
 
 from artgen.loop import optimize
-from artgen.objective import build_objective
-from artgen.perceptor import load_perceptors
 from artgen.session import Session
 from artgen.scenes import SHAPE_COLOURS, SHAPES
 from artgen.settings import build_settings

@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 
 from artgen.errors import UsageError, UserError
-from artgen.output import (contact_sheet, ensure_writable, load_image, read_metadata, resolve_outputs, save_png,
-                           step_path)
+from artgen.output import contact_sheet, ensure_writable, read_metadata, resolve_outputs, save_png, step_path
 from artgen.settings import build_settings
 
 
@@ -73,12 +72,7 @@ def test_folder_under_a_file_is_unwritable(tmp_path):
         ensure_writable(tmp_path / "file" / "sub")
 
 
-def test_missing_and_unreadable_images(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        load_image(tmp_path / "none.png", "init image")
-    (tmp_path / "junk.png").write_bytes(b"not an image")
-    with pytest.raises(UserError, match="cannot be read as an image"):
-        load_image(tmp_path / "junk.png", "init image")
+def test_a_png_without_a_recipe(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
     with pytest.raises(UserError, match="carries no artgen settings"):
         read_metadata(tmp_path / "plain.png")

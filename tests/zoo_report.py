@@ -38,8 +38,9 @@ from shape_checker import read  # noqa: E402
 
 import artgen  # noqa: E402
 from artgen.errors import UserError  # noqa: E402
+from artgen.images import load_image, pil_to_tensor  # noqa: E402
 from artgen.models import hub  # noqa: E402
-from artgen.output import contact_sheet, load_image, pil_to_tensor, read_metadata, save_png  # noqa: E402
+from artgen.output import contact_sheet, read_metadata, save_png  # noqa: E402
 from artgen.perceptor import register_model_config  # noqa: E402
 from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
 from artgen.settings import Settings, build_settings  # noqa: E402

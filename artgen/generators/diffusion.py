@@ -12,22 +12,19 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from torch import Tensor
 from tqdm import tqdm
 
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
-from ..files import readable_file
 from ..memory import NetworkShape, unet_shape
-from ..models import hub
+from ..models import factory
 from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
-from ..models.unet import KNOWN_CONFIGS, UNetConfig, UNetModel, downsample_factor, load_unet
-from ..output import fit_image
+from ..models.unet import UNetConfig, UNetModel, downsample_factor
+from ..images import fit_image
 from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
 from .base import Canvas, ModelCache, Options
@@ -100,46 +97,12 @@ class DiffusionOptions(Options):
         return causes + (["--no-diffusion-fp16"] if self.diffusion_fp16 and on_cuda else [])
 
     def network_shape(self, on_cuda: bool) -> NetworkShape:
-        levels, attention, factor = unet_shape(unet_config(self.diffusion_model, self.diffusion_config))
+        levels, attention, factor = unet_shape(factory.unet_config(self.diffusion_model, self.diffusion_config))
         return NetworkShape(levels, attention, factor, "the UNet's activations", half=on_cuda and self.diffusion_fp16)
 
     def memory_hints(self) -> list[str]:
         hints = [f"fewer preselected starts (--preselect {self.preselect // 2})"] if self.preselect > 1 else []
         return hints + ["half precision (--diffusion-fp16)"]
-
-
-def unet_config(model: str, config_path: str | None) -> UNetConfig:
-    """The UNet architecture: from a config YAML file when given, else the known model's."""
-    if config_path:
-        return _config_from_file(Path(config_path))
-    known = hub.known_model(model, "diffusion")
-    if "config" in known.files:  # a model that carries its own config, such as the bundled one
-        return _config_from_file(hub.resolve(model, "config", kind="diffusion"))
-    return KNOWN_CONFIGS[model]
-
-
-def _config_from_file(path: Path) -> UNetConfig:
-    readable_file(path, "--diffusion-config", error=UsageError)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
-        raise UsageError(f"--diffusion-config {path} is not readable YAML ({type(error).__name__}): fix the file") from None
-    names = {f.name for f in dataclasses.fields(UNetConfig)}
-    if not isinstance(values, dict) or not set(values) <= names:
-        unknown = sorted(set(values) - names) if isinstance(values, dict) else "not a mapping"
-        raise UsageError(f"--diffusion-config {path}: expected UNet settings ({', '.join(sorted(names))}); "
-                         f"got {unknown}")
-    return UNetConfig(**values)
-
-
-def load_model(model: str, checkpoint: str | None, config_path: str | None, device: torch.device,
-               fp16: bool) -> UNetModel:
-    """Load a UNet from a local file or the models cache, in half precision on CUDA when asked."""
-    config = unet_config(model, config_path)
-    if device.type == "cuda" and fp16:
-        config = dataclasses.replace(config, use_fp16=True)
-    path = Path(checkpoint) if checkpoint else hub.resolve(model, "checkpoint", kind="diffusion")
-    return load_unet(path, config, map_location=device)
 
 
 def sampling_diffusion(options: DiffusionOptions, steps: int, learn_sigma: bool) -> Diffusion:
@@ -201,7 +164,7 @@ class DiffusionGenerator:
     def create(cls, options: DiffusionOptions, canvas: Canvas, init: Tensor | None = None,
                models: ModelCache | None = None) -> "DiffusionGenerator":
         """Load the model (or reuse the run's); start from noise, or from ``init`` ([N,3,H,W] in [0,1])."""
-        config = unet_config(options.diffusion_model, options.diffusion_config)
+        config = factory.unet_config(options.diffusion_model, options.diffusion_config)
         check_size(canvas.width, canvas.height, config)
         diffusion = sampling_diffusion(options, canvas.steps, config.learn_sigma)
         if options.skip_steps >= diffusion.num_timesteps:
@@ -213,7 +176,7 @@ class DiffusionGenerator:
         fp16 = options.diffusion_fp16 and canvas.device.type == "cuda"
         key = ("unet", options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config,
                canvas.device, fp16)
-        model = (models or ModelCache()).get(key, lambda: load_model(
+        model = (models or ModelCache()).get(key, lambda: factory.load_unet_model(
             options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config, canvas.device, fp16))
         return cls(model, diffusion, options, canvas, init)
 

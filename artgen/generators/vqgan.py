@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,9 +20,9 @@ from torch import Tensor
 from ..clamps import clamp_toward_range
 from ..errors import UsageError
 from ..memory import NetworkShape, vqgan_ddconfig, vqgan_shape
-from ..models import hub
-from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
-from ..output import fit_image
+from ..images import fit_image
+from ..models import factory
+from ..models.vqgan import VQGAN, vector_quantize
 from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
 from .base import Canvas, ModelCache, Options
@@ -89,14 +88,6 @@ class VQGANOptions(Options):
         return NetworkShape(levels, attention, factor, "the VQGAN decoder's activations")
 
 
-def vqgan_files(options: VQGANOptions) -> tuple[Path, Path]:
-    """The .yaml and .ckpt to load: local files when given, else the known model from the cache."""
-    if options.vqgan_config and options.vqgan_checkpoint:
-        return Path(options.vqgan_config), Path(options.vqgan_checkpoint)
-    files = hub.resolve_all(options.vqgan_model, kind="vqgan")  # fetches or names every missing file at once
-    return files["config"], files["checkpoint"]
-
-
 def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:
     """Round a size down to what the model can make (a multiple of its downsampling factor), warning if changed."""
     fitted = (max(factor, width // factor * factor), max(factor, height // factor * factor))
@@ -136,10 +127,9 @@ class VQGANGenerator:
     def create(cls, options: VQGANOptions, canvas: Canvas, init: Tensor | None = None,
                models: ModelCache | None = None) -> "VQGANGenerator":
         """Load the model (or reuse the run's) and make the starting latent, from ``init`` if given."""
-        config, checkpoint = vqgan_files(options)
-        models = models or ModelCache()
-        model = models.get(("vqgan", config, checkpoint, canvas.device),
-                           lambda: load_vqgan(config, checkpoint, map_location=canvas.device))
+        key = ("vqgan", options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device)
+        model = (models or ModelCache()).get(key, lambda: factory.load_vqgan_model(
+            options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device))
         model.decoder.checkpointing = canvas.checkpointing
         model = to_channels_last(model, canvas.channels_last)
         width, height = fit_size(canvas.width, canvas.height, model.downsample_factor)

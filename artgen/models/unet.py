@@ -53,14 +53,6 @@ class UNetConfig:
     use_new_attention_order: bool = False
 
 
-# The settings the released checkpoints were trained with. use_fp16 stays False: half precision is a
-# runtime choice (set it with dataclasses.replace on a GPU), not a property of the file.
-KNOWN_CONFIGS: dict[str, UNetConfig] = {
-    "256x256_diffusion_uncond": UNetConfig(image_size=256),
-    "512x512_diffusion_uncond_finetune_008100": UNetConfig(image_size=512),
-}
-
-
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal features of (possibly fractional) timesteps: cosines first, then sines, as trained."""
     half = dim // 2
