@@ -3,12 +3,12 @@ by the CLIP-free checker, and the same runs with a random-weight CLIP do clearly
 
 Eight prompts per run: every shape twice, every colour once or twice; the random-weight CLIP draws four of them (every
 shape once, same seeds). The twelve images of a run are drawn by two one-thread processes side by side
-(tests/zoo_report.py's hit_rates_with_control): faster than two threads on one image at a time, and the readings do
+(lab/zoo_report.py's hit_rates_with_control): faster than two threads on one image at a time, and the readings do
 not depend on the machine's thread count. Diffusion runs its preset as shipped (64 previews of 5 DDIM steps, the best
 noised back to 40% of the way): about 2 minutes on a slow 2-core CPU (Intel Xeon 2.8 GHz). VQGAN+CLIP runs its preset
 (32 cutouts, tv_scale 10, the shapes-diffusion prior) at 100 steps instead of 200: at 200 its twelve images took 13 of
-the suite's 19 minutes on that CPU, at 100 seven. tests/zoo_report.py measures the presets as shipped, on all 24
-prompts and three seed sets, for the README table.
+the suite's 19 minutes on that CPU, at 100 seven. lab/zoo_report.py measures the presets as shipped, on all 24
+prompts and three seed sets, for the table in lab/README.md.
 
 The floors prove steering with room for other CPUs, whose float kernels send a run elsewhere; at eight prompts one set
 of seeds says little, so they sit below the issue's 80% colour / 60% shape. VQGAN+CLIP's are the highest that a run
@@ -34,11 +34,11 @@ import torch
 
 from artgen.loop import optimize
 from artgen.session import Session
-from artgen.scenes import SHAPE_COLOURS, SHAPES
 from artgen.settings import build_settings
 from benchmarks.bench_quality import PROMPTS as QUALITY_PROMPTS  # the benchmark's measurement
 from benchmarks.bench_quality import final_loss, fixed_cut_loss, gap
-from zoo_report import hit_rates_with_control, random_clip_checkpoint
+from lab.scenes import SHAPE_COLOURS, SHAPES
+from lab.zoo_report import hit_rates_with_control, random_clip_checkpoint
 
 COLOURS = list(SHAPE_COLOURS)
 # Shape k takes colours k and k+2 (mod 6): circle red/green, square yellow/cyan, triangle green/blue, star

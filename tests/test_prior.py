@@ -18,8 +18,8 @@ from artgen.objective import build_objective
 from artgen.perceptor import load_perceptors
 from artgen.prior import DiffusionPrior
 from artgen.run import prepare
-from artgen.scenes import random_scene, render
 from artgen.settings import build_settings
+from lab.scenes import random_scene, render
 
 PRIOR = {"prompts": ["a red circle"], "diffusion_model": "shapes-diffusion", "noise_schedule": "cosine",
          "prior_scale": 30.0, "prior_guidance_scale": 20000.0, "clamp_max": 2.0, "clamp_by_signal": True}

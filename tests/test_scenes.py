@@ -9,10 +9,10 @@ import random
 import numpy as np
 import pytest
 from PIL import Image
-from shape_checker import read
 
-from artgen.scenes import (BACKGROUND_COLOURS, COLOURS, SHAPE_COLOURS, SHAPES, Scene, Shape, caption,
-                           captions, make_dataset, random_scene, render)
+from lab.scenes import (BACKGROUND_COLOURS, COLOURS, SHAPE_COLOURS, SHAPES, Scene, Shape, caption, captions,
+                        make_dataset, random_scene, render)
+from lab.shape_checker import read
 
 
 @pytest.fixture(scope="module")

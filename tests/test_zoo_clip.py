@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from artgen.perceptor import ClipSpec, Perceptor, load_perceptor, register_model_config
-from artgen.scenes import SHAPE_COLOURS, SHAPES, make_dataset
-from training_scripts import load_training_script
+from lab.scenes import SHAPE_COLOURS, SHAPES, make_dataset
+from lab.training import train_clip
 
 ZOO = Path(__file__).resolve().parents[1] / "artgen" / "zoo"
 HELD_OUT_SEED = 7  # training uses seed 0 and its own evaluation seed 1
@@ -71,7 +71,6 @@ def test_shipped_weights_are_small_float16() -> None:
 def test_training_noise_draws_a_std_per_crop_and_zero_leaves_crops_alone() -> None:
     """Each crop gets its own noise strength, none above --noise-max; 0 must leave crops and the random stream
     untouched, so a clean-crop run draws the same crops and captions as before the option existed."""
-    train_clip = load_training_script("train_clip")
     crops = torch.rand(64, 3, 16, 16)
     generator = torch.Generator().manual_seed(0)
     assert train_clip.add_noise(crops, generator, 0.0) is crops
@@ -86,7 +85,6 @@ def test_training_noise_draws_a_std_per_crop_and_zero_leaves_crops_alone() -> No
 def test_swapped_captions_name_the_other_kinds_for_the_same_shape() -> None:
     """The shape loss's negatives: each scene's captions with one shape renamed as each other kind, phrasing by
     phrasing and mirrored alike, so that only the kind tells the caption from its twins."""
-    train_clip = load_training_script("train_clip")
     words = {}
 
     def tokenizer(texts: list[str]) -> torch.Tensor:  # one id per distinct caption, so ids map back to text
@@ -109,7 +107,6 @@ def test_swapped_captions_name_the_other_kinds_for_the_same_shape() -> None:
 
 
 def test_shape_loss_is_low_only_when_the_image_matches_its_own_caption() -> None:
-    train_clip = load_training_script("train_clip")
     own = F.normalize(torch.randn(5, 8), dim=-1)
     twins = F.normalize(torch.randn(5, 3, 8), dim=-1)
     scale = torch.tensor(50.0)

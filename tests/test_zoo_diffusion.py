@@ -1,6 +1,6 @@
 """The shipped ``shapes-diffusion`` model loads through artgen's loader and samples scene-like images.
 
-Why: the zoo files are produced by training/train_diffusion.py and committed as binaries; this test is
+Why: the zoo files are produced by lab/training/train_diffusion.py and committed as binaries; this test is
 what notices a retrain that silently got worse, a config that no longer matches the weights, or a change
 in artgen's sampler that breaks a real trained model. The judge (``looks_like_scene``) is the one the
 training script's metrics use, and a control shows it rejects noise and an untrained UNet's samples.
@@ -15,18 +15,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from training_scripts import load_training_script
 
 from artgen.models.diffusion import create_diffusion
 from artgen.models.unet import UNetConfig, UNetModel, create_unet, load_unet
-from artgen.scenes import SHAPES, make_dataset
+from lab.scenes import SHAPES, make_dataset
+from lab.training import train_diffusion as train  # its judge, sampler and argument parsing
 
 ZOO = Path(__file__).parents[1] / "artgen" / "zoo"
 SAMPLER, RESPACING = "ddpm", "50"
 COUNT = 4
-
-
-train = load_training_script("train_diffusion")  # its judge, sampler and argument parsing
 
 
 @pytest.fixture(scope="module", autouse=True)

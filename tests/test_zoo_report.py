@@ -1,4 +1,4 @@
-"""The measuring side of tests/zoo_report.py: --set parsing, the interval, and how --measure and the README table
+"""The measuring side of lab/zoo_report.py: --set parsing, the interval, and how --measure and the lab page's table
 pool seed sets."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import zoo_report
-from zoo_report import ALL_PROMPTS, check_seed_sets, interval, measure, parse_setting, report
+from lab import zoo_report
+from lab.zoo_report import ALL_PROMPTS, check_seed_sets, interval, measure, parse_setting, report
 
 
 def test_parse_setting_reads_values_as_yaml() -> None:

@@ -1,6 +1,6 @@
 """The shipped ``shapes-vqgan`` loads like any taming model and still reconstructs scenes it never saw.
 
-Why: the zoo files are produced once by training/train_vqgan.py and then only copied around; these checks
+Why: the zoo files are produced once by lab/training/train_vqgan.py and then only copied around; these checks
 catch a file that was truncated, retrained badly, or saved in a form ``load_vqgan`` would not accept.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from artgen.models.vqgan import load_vqgan
-from artgen.scenes import make_dataset
-from shape_checker import read
+from lab.scenes import make_dataset
+from lab.shape_checker import read
 
 ZOO = Path(__file__).parents[1] / "artgen" / "zoo"
 CONFIG, CHECKPOINT = ZOO / "shapes-vqgan.yaml", ZOO / "shapes-vqgan.ckpt"

@@ -1,6 +1,6 @@
 """Read the dominant colour and shape of an image from its pixels, without CLIP.
 
-Why: end-to-end tests of tiny models trained on artgen.scenes need a judge that is not itself a trained
+Why: end-to-end tests of tiny models trained on lab.scenes need a judge that is not itself a trained
 model. Backgrounds there are neutral, so the chromatic pixels are the shapes.
 Colour: a chroma-weighted vote of hue over the chromatic pixels, each pixel voting for the nearest named hue.
 Shape: an outline fit. Each large connected chromatic region is compared with the ideal outline of every shape
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from artgen.scenes import BACKGROUND_COLOURS, SHAPE_COLOURS
+from lab.scenes import BACKGROUND_COLOURS, SHAPE_COLOURS
 
 MIN_CHROMA = 40.0  # max - min channel (0..255) below which a pixel counts as neutral
 # Calibration (tests/test_scenes.py's scenes): 1200 one-shape scenes, at 64 and 32 px and stretched by up to 1.5

@@ -2,11 +2,11 @@
 
 Why: artgen needs a perceptor that works offline and in tests, yet still means something, so that a run
 with "a red circle" visibly draws a red circle. A real CLIP is too large to ship; this one is ~9 MB and is
-trained from nothing on ``artgen.scenes`` in minutes on a CPU.
+trained from nothing on ``lab.scenes`` in minutes on a CPU.
 
 Run it from the repository root:
 
-    .venv/bin/python training/train_clip.py
+    .venv/bin/python -m lab.training.train_clip
 
 It writes ``artgen/zoo/shapes-clip.json`` (the open_clip model config), ``shapes-clip.safetensors`` (the
 weights, float16) and ``shapes-clip.metrics.json`` (held-out zero-shot accuracies, size, time, command).
@@ -20,7 +20,7 @@ files). Other CPUs or torch versions may differ in the last float bits and drift
 accuracies within a few points, not the same bits: two runs of this recipe on two machines (2026-12-03) read
 100% of held-out colours and shapes, and 99.8% / 99.0% and 99.8% / 99.3% on crops. Guided diffusion (offline
 preset, seed sets 0, 100, 200) drew colour / shape 88% / 50% with the earlier run and 79% / 44% with the shipped
-one: within the noise of 72 prompts (offline.yaml).
+one: within the noise of 72 prompts (lab/README.md, the offline preset).
 
 The images the model sees imitate artgen's cutouts: a random square crop covering 50-100% of the side,
 resampled bilinearly (as ``grid_sample`` does in ``artgen.cutouts``) to the input size and maybe mirrored.
@@ -39,9 +39,9 @@ area, over 40 one-shape scenes and 64 cutouts) was 0.000 for squares and 0.013 f
 the generators drew the asked shape in about a third of the prompts (VQGAN+CLIP 28%, diffusion 32%). With the
 shape loss and a vision width of 16 (measured on the earlier run of this recipe) the margins were 0.084 (squares)
 and 0.093 (triangles), 0.20 without the cutouts' perspective, and diffusion without perspective drew the asked
-shape in half the prompts (seed sets 0, 100, 200 of tests/zoo_report.py: 54 42 54%). VQGAN+CLIP did worse with
+shape in half the prompts (seed sets 0, 100, 200 of lab/zoo_report.py: 54 42 54%). VQGAN+CLIP did worse with
 it (seed set 0: 12% against 29%): it draws several blobs of the asked colour, few readable outlines
-(offline-vqgan.yaml lists the settings tried).
+(lab/README.md lists the offline-vqgan settings tried).
 
 Tried for shape before, none better (seed set 0, one thread; the width-8 model there: diffusion colour 92%,
 shape 33%; VQGAN+CLIP 92%, 29%):
@@ -89,10 +89,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
+from lab.scenes import SHAPE_COLOURS, SHAPES, Scene, captions, make_dataset
 
-from artgen.scenes import SHAPE_COLOURS, SHAPES, Scene, captions, make_dataset  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 NAME = "shapes-clip"
 CONFIG = {
@@ -360,7 +359,7 @@ def main() -> None:
         "noise_max": args.noise_max,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
-        "command": " ".join(shlex.quote(a) for a in ["python", "training/train_clip.py", *sys.argv[1:]]),
+        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "lab.training.train_clip", *sys.argv[1:]]),
     }
     (args.out / f"{NAME}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

@@ -3,7 +3,7 @@
 Why: artgen's VQGAN generator needs an autoencoder that ships with the package and works offline, yet still
 draws something meaningful, so that tests and demos can run "a red circle" end to end without downloading a
 400 MB ImageNet model. This one is ~1.1 M parameters (~2.3 MB in float16) and is trained from nothing on
-``artgen.scenes`` in about ten minutes on a CPU. It is written as a real taming ``.yaml`` plus a
+``lab.scenes`` in about ten minutes on a CPU. It is written as a real taming ``.yaml`` plus a
 Lightning-style ``.ckpt``, so artgen loads it through ``load_vqgan`` exactly like the published models.
 
 Result: held-out MSE 0.0046 on [0,1] pixels (PSNR 23 dB); every one-shape scene comes back in its own
@@ -13,7 +13,7 @@ see chroma_weighted_l1 for why, and what fixed it.
 
 Run it from the repository root:
 
-    .venv/bin/python training/train_vqgan.py
+    .venv/bin/python -m lab.training.train_vqgan
 
 It writes ``artgen/zoo/shapes-vqgan.yaml``, ``shapes-vqgan.ckpt`` (weights in float16) and
 ``shapes-vqgan.metrics.json`` (held-out reconstruction error, codebook usage, size, time, command). On 2
@@ -52,13 +52,11 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
-sys.path.insert(0, str(REPO / "tests"))  # for shape_checker, the CLIP-free judge of colour and shape
+from artgen.models.vqgan import VQGAN, load_vqgan
+from lab.scenes import make_dataset
+from lab.shape_checker import read  # the CLIP-free judge of colour and shape
 
-from artgen.models.vqgan import VQGAN, load_vqgan  # noqa: E402
-from artgen.scenes import make_dataset  # noqa: E402
-from shape_checker import read  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 NAME = "shapes-vqgan"
 # f8: four levels, three halvings, so a 64x64 scene becomes 8x8 codes. Channels stay at 32-64 because
@@ -276,7 +274,7 @@ def main() -> None:
                "checkpoint_bytes": checkpoint_path.stat().st_size, "training_seconds": round(seconds, 1),
                "steps": args.steps, "batch": args.batch, "train_scenes": args.scenes, "train_seed": TRAIN_SEED,
                "torch": torch.__version__, "state_sha256": state_sha256(checkpoint["state_dict"]),
-               "command": " ".join(["python", "training/train_vqgan.py", *map(shlex.quote, sys.argv[1:])]),
+               "command": " ".join(["python", "-m", "lab.training.train_vqgan", *map(shlex.quote, sys.argv[1:])]),
                "final_log": log[-1]}
     (args.out / f"{NAME}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

@@ -1,7 +1,7 @@
 """Synthetic scenes: one or two coloured shapes on a neutral background, with captions.
 
 Why: tiny models trained on these images can be checked without a real CLIP, because every image's colour
-and shape are known and can be read back from its pixels (see tests/shape_checker.py). Shape colours are
+and shape are known and can be read back from its pixels (see lab/shape_checker.py). Shape colours are
 saturated and spread around the hue circle, backgrounds are neutral, so the chromatic pixels are exactly
 the shapes. Geometry is stored in fractions of the image side, so one scene renders at any size.
 """

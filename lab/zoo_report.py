@@ -1,11 +1,11 @@
 """Does a prompt steer the picture? Runs the offline presets on colour x shape prompts and reads the results
-with the CLIP-free checker; also the README's report table and the example grids.
+with the CLIP-free checker; also the report table of lab/README.md and the example grids.
 
-    .venv/bin/python tests/zoo_report.py --write --seeds 0 100 200
-        # all 24 prompts on three seed sets, every run in RUNS: README table + grids
-    .venv/bin/python tests/zoo_report.py --measure diffusion --seeds 0 100 --set tv_scale=2000
+    .venv/bin/python -m lab.zoo_report --write --seeds 0 100 200
+        # all 24 prompts on three seed sets, every run in RUNS: lab/README.md's table + grids
+    .venv/bin/python -m lab.zoo_report --measure diffusion --seeds 0 100 --set tv_scale=2000
         # one run with changed settings, over several seed sets, with a 95% interval: is a change real?
-    .venv/bin/python tests/zoo_report.py --write --seeds 0 100 200 --runs vqgan --images /tmp/zoo-images
+    .venv/bin/python -m lab.zoo_report --write --seeds 0 100 200 --runs vqgan --images /tmp/zoo-images
         # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
         # --images folder drew with the same settings (and any an interrupted report left)
 
@@ -19,7 +19,6 @@ import json
 import math
 import multiprocessing
 import re
-import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,21 +31,21 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from shape_checker import read  # noqa: E402
+import artgen
+from artgen.errors import UserError
+from artgen.models import hub
+from artgen.images import load_image, pil_to_tensor
+from artgen.output import contact_sheet, read_metadata, save_png
+from artgen.perceptor import register_model_config
+from artgen.settings import Settings, build_settings
+from lab.scenes import SHAPE_COLOURS, SHAPES
+from lab.shape_checker import read
 
-import artgen  # noqa: E402
-from artgen.errors import UserError  # noqa: E402
-from artgen.images import load_image, pil_to_tensor  # noqa: E402
-from artgen.models import hub  # noqa: E402
-from artgen.output import contact_sheet, read_metadata, save_png  # noqa: E402
-from artgen.perceptor import register_model_config  # noqa: E402
-from artgen.scenes import SHAPE_COLOURS, SHAPES  # noqa: E402
-from artgen.settings import Settings, build_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = Path("lab", "README.md")  # the lab page under ROOT, whose table --write rewrites
 
 # Each measured run: its name in the table and the grid's file name -> (preset, extra settings). The presets as
-# shipped, and diffusion as the best of two runs by CLIP score (README: "--candidates 2"), which is not in the
+# shipped, and diffusion as the best of two runs by CLIP score (lab/README.md: "--candidates 2"), which is not in the
 # preset because animations draw one image per frame.
 RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
         "diffusion-best-of-2": ("offline", {"candidates": 2})}
@@ -176,7 +175,7 @@ def summary(name: str, metrics: dict) -> str:
 
 
 def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), earlier: str = "") -> str:
-    """The README table: the zoo's metrics, then each run's hit rates pooled over the seed sets ``seeds`` (and per
+    """The lab page's table: the zoo's metrics, then each run's hit rates pooled over the seed sets ``seeds`` (and per
     set), and the random-weight control's on the first set; each run's grid shows the first set's images. Runs not
     in ``runs`` keep their rows from the ``earlier`` table, which must have been drawn on the same seed sets."""
     control = random_clip_checkpoint(folder)
@@ -208,7 +207,7 @@ def earlier_rows(earlier: str, run: str, sentence: str) -> list[str]:
     name = run.replace("-", " ")
     rows = [line for line in earlier.splitlines() if line.startswith(f"| {name} |")]
     if sentence not in earlier.split("\n") or not rows:
-        raise SystemExit(f"the README's table has no rows for {run} on these seed sets; add {run} to --runs")
+        raise SystemExit(f"lab/README.md's table has no rows for {run} on these seed sets; add {run} to --runs")
     return rows
 
 
@@ -280,29 +279,29 @@ def check_seed_sets(seeds: list[int]) -> None:
                          f"these overlap; space them at least {len(ALL_PROMPTS)} apart, for example 0 100 200")
 
 
-def readme_table() -> str:
-    """The table between the README's zoo-report markers."""
-    match = re.search(f"{re.escape(START)}\n(.*)\n{re.escape(END)}", (ROOT / "README.md").read_text(), flags=re.S)
+def page_table() -> str:
+    """The table between the lab page's zoo-report markers."""
+    match = re.search(f"{re.escape(START)}\n(.*)\n{re.escape(END)}", (ROOT / PAGE).read_text(), flags=re.S)
     return match.group(1) if match else ""
 
 
-def write_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+def write_page(table: str) -> None:
+    page = ROOT / PAGE
+    text = page.read_text()
     text = re.sub(f"{re.escape(START)}.*{re.escape(END)}", f"{START}\n{table}\n{END}", text, flags=re.S)
-    readme.write_text(text)
+    page.write_text(text)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="update README.md and the example grids")
+    parser.add_argument("--write", action="store_true", help="update lab/README.md and the example grids")
     parser.add_argument("--measure", choices=RUNS, help="measure only this run, with --set changes, per seed set")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a generate() setting over the run's preset (repeatable), e.g. clip_checkpoint=[FILE]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="first seed of each seed set")
     parser.add_argument("--grid", type=Path, help="with --measure: save the images as a contact sheet here")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
-                        help="draw only these runs; the others keep their rows in the README's table")
+                        help="draw only these runs; the others keep their rows in lab/README.md's table")
     parser.add_argument("--images", type=Path, help="keep the images here, and reuse those drawn with the same "
                         "settings (a --measure of a change, then --write with it shipped, draws it once); the "
                         "code is not compared: start a new folder after changing artgen or the models")
@@ -317,7 +316,7 @@ if __name__ == "__main__":
             except UserError as error:
                 raise SystemExit(f"error: {error}") from None
             raise SystemExit(0)
-        table = report(folder, args.seeds, args.runs, readme_table())
+        table = report(folder, args.seeds, args.runs, page_table())
     print(table)
     if args.write:
-        write_readme(table)
+        write_page(table)

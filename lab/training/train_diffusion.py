@@ -2,17 +2,17 @@
 
 Why: artgen's diffusion generator needs a real (if small) trained checkpoint in the guided-diffusion
 format so that sampling can be checked end to end on a CPU, without downloading the 256/512 px models.
-The scenes (``artgen.scenes``) are flat shapes on neutral grounds, so whether a sample "looks like a
+The scenes (``lab.scenes``) are flat shapes on neutral grounds, so whether a sample "looks like a
 scene" can be read from its pixels (see :func:`looks_like_scene`) instead of being judged by eye or CLIP.
 
 Run from the repository root::
 
-    .venv/bin/python -m training.train_diffusion --threads 2 --state /tmp/diffusion.state   # shipped: 1st run
-    .venv/bin/python -m training.train_diffusion --init artgen/zoo/shapes-diffusion.pt --max-shapes 1 \
+    .venv/bin/python -m lab.training.train_diffusion --threads 2 --state /tmp/diffusion.state   # shipped: 1st run
+    .venv/bin/python -m lab.training.train_diffusion --init artgen/zoo/shapes-diffusion.pt --max-shapes 1 \
         --lr 2e-4 --steps 800 --threads 2 --state /tmp/refine.state                       # and 2nd, once
-    .venv/bin/python -m training.train_diffusion --steps 20 --out /tmp/try   # a quick smoke run
-    .venv/bin/python -m training.train_diffusion --evaluate-only            # re-judge the shipped weights
-    .venv/bin/python -m training.train_diffusion --num-channels 32 --steps 4800 --out /tmp/narrow
+    .venv/bin/python -m lab.training.train_diffusion --steps 20 --out /tmp/try   # a quick smoke run
+    .venv/bin/python -m lab.training.train_diffusion --evaluate-only            # re-judge the shipped weights
+    .venv/bin/python -m lab.training.train_diffusion --num-channels 32 --steps 4800 --out /tmp/narrow
         # the earlier 32-channel UNet (about 0.9 s a step on one thread)
 
 The shipped UNet has 64 channels (5.5 M parameters, 11 MB in float16) and is trained in two runs. The first
@@ -29,7 +29,7 @@ triangle 22%, star 3%, no shape 28%), and guidance can seldom turn a start into 
 After the single-shape run they spread over the shapes (circle 19%, square 34%, triangle 12%, star 19%, no shape
 16%, on the palette 76% against 71%), and with the ``offline`` preset the asked shape is drawn in 65% of 72 prompts
 (seed sets 0, 100, 200: 67 67 62) against 43% (54 42 33), colour 99% as before (2026-12-05, two threads, the slow
-machine; ``tests/zoo_report.py --measure diffusion --seeds 0 100 200``).
+machine; ``lab/zoo_report.py --measure diffusion --seeds 0 100 200``).
 
 Why 64 channels: the earlier 32-channel UNet (4800 steps, 73 minutes on one thread) drew tinted grounds and
 rounded blobs (28% of pixels on the scene palette), which no CLIP of ours could read, so guidance steered
@@ -55,7 +55,7 @@ and float sums round differently at another thread count, so a straight rerun gi
 outline-fitting checker as circle 38% (31%), square 16% (16%), triangle 19% (22%), star 3% (3%), no shape 25%
 (28%), a few of 32 samples either way; guided with the ``offline`` preset on seed sets 0, 100 and 200
 (72 prompts, one thread, same machine), colour 85% and shape 33% against the shipped first run's 82% and 32%
-(``tests/zoo_report.py --measure diffusion --seeds 0 100 200 --set
+(``lab/zoo_report.py --measure diffusion --seeds 0 100 200 --set
 diffusion_checkpoint=/tmp/straight/shapes-diffusion.pt``). The tolerance stated for a retrain, from that one run:
 final loss within 0.001, every sample scene-like, the palette share and each shape's share within 10 points, and
 guided hit rates within the 95% intervals of 72 prompts (about 10 points either way). The second run is one
@@ -77,7 +77,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -88,11 +87,10 @@ from PIL import Image
 
 from artgen.models.diffusion import Diffusion, create_diffusion, guided_denoise, sample_loop
 from artgen.models.unet import UNetConfig, UNetModel, create_unet, load_unet
-from artgen.scenes import COLOURS, SHAPES, make_dataset
+from lab.scenes import COLOURS, SHAPES, make_dataset
+from lab.shape_checker import chromatic_mask, read_shape  # the pixel judge, not CLIP
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from shape_checker import chromatic_mask, read_shape  # noqa: E402  (a test helper: the pixel judge, not CLIP)
+REPO = Path(__file__).resolve().parents[2]
 
 NAME = "shapes-diffusion"
 CONFIG = UNetConfig(image_size=32, num_channels=64, num_res_blocks=1, num_heads=4, num_head_channels=16,
