@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .generators.diffusion import blend_prediction, limit_guidance, load_model
+from .generators.diffusion import blend_prediction, limit_guidance
 from .models.diffusion import create_diffusion
 from .models.unet import UNetModel
 from .settings import Settings

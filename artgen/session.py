@@ -24,7 +24,7 @@ from .generators import Canvas, Generator, ModelCache, generator_class
 from .loop import optimize
 from .memory import check_fits
 from .objective import Objective, build_objective
-from .output import cover_resize, load_image, pil_to_tensor
+from .images import read_init_image
 from .perceptor import Perceptor, check_spec, load_perceptors, parse_clip_spec, register_model_config, \
     with_bundled_weights
 from .prompts import Prompt, parse_prompts
@@ -93,8 +93,7 @@ class Session:
         """--init-image decoded once, at the run's size ([1,3,H,W] in [0,1])."""
         run = self.settings.run
         if run.init_image and self._init is None:
-            size = (run.width, run.height)
-            self._init = pil_to_tensor(cover_resize(load_image(run.init_image, "init image", size), *size))
+            self._init = read_init_image(run.init_image, run.width, run.height)
         return self._init
 
     def generator(self, settings: Settings | None = None, init: Tensor | None = None) -> Generator:
