@@ -1,4 +1,8 @@
-"""Regularizers on the rendered image ([N,3,H,W], meant to lie in [0,1]); each returns a scalar."""
+"""Regularizers on the rendered image ([N,3,H,W], meant to lie in [0,1]); each returns a scalar.
+
+Design: plain functions of the image, so the objective weighs them (--tv-scale, --range-scale, --sat-scale)
+and any generator gets them without doing anything.
+"""
 
 from __future__ import annotations
 
