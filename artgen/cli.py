@@ -27,6 +27,7 @@ SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt", "prompt_
 SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
 NO_FLAG = ("video_input",)  # set by a command's argument instead
 COMMON = "Common options"
+HELP_OPTIONS = ["-h", "--help"]
 ANIMATION = "Animation options"
 
 
@@ -110,7 +111,7 @@ def given(params: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if v not in (None, ())}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings={"help_option_names": HELP_OPTIONS, "max_content_width": 110})
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.version_option(package_name="artgen")
 def cli(debug: bool) -> None:
@@ -273,7 +274,7 @@ def reference_markdown() -> str:
              "`python -c 'from artgen.cli import reference_markdown as r; print(r(), end=\"\")' > docs/cli.md` "
              "rewrites it.", ""]
     for path, command in _commands(cli, "artgen"):
-        with click.Context(command, info_name=path) as ctx:
+        with click.Context(command, info_name=path, help_option_names=HELP_OPTIONS) as ctx:
             lines += [f"## {path}", "", f"    {command.get_usage(ctx)}", "",
                       (command.help or "").strip().replace("\n", " "), ""]
             for heading, records in _sections(command, ctx):

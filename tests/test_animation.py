@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import artgen
+from artgen.session import Session
 import artgen.animation as animation
 from artgen.animation import warp
 from artgen.errors import RunInterrupted, UserError
@@ -78,22 +79,22 @@ def test_five_frame_animation_writes_frames_and_video(tmp_path, tiny_models, gen
 
 def test_resumed_animation_equals_the_uninterrupted_one(tmp_path, tiny_models, monkeypatch):
     whole = artgen.animate(progress=False, **anim_settings(tiny_models, tmp_path / "a"))
-    real_run_frame = animation._run_frame
+    real_drive = Session.drive
     calls = []
 
-    def killed_at_third_frame(*args, **kwargs):
+    def killed_at_third_frame(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_run_frame(*args, **kwargs)
+        return real_drive(self, *args, **kwargs)
 
-    monkeypatch.setattr(animation, "_run_frame", killed_at_third_frame)
+    monkeypatch.setattr(Session, "drive", killed_at_third_frame)
     settings = anim_settings(tiny_models, tmp_path / "b")
     with pytest.raises(RunInterrupted, match="frame 3 of 5.*2 complete frames.*--resume"):
         artgen.animate(progress=False, **settings)
     folder = tmp_path / "b" / "frames"
     assert sorted(p.name for p in folder.iterdir()) == ["frame_00001.png", "frame_00002.png"]
-    monkeypatch.setattr(animation, "_run_frame", real_run_frame)
+    monkeypatch.setattr(Session, "drive", real_drive)
 
     with pytest.raises(UserError, match="already holds 2 frames.*--resume.*--overwrite"):
         artgen.animate(progress=False, **settings)

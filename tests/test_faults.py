@@ -12,6 +12,7 @@ from PIL import Image
 
 import artgen.output as output
 import artgen.run as run
+import artgen.session as session_module
 from artgen.errors import UserError
 from artgen.output import read_metadata
 from artgen.run import save_final
@@ -19,18 +20,21 @@ from fault_injection import main as kill_and_resume
 
 
 def test_a_diverging_run_stops_with_the_causes_and_keeps_the_last_good_image(artgen, tiny_models, monkeypatch):
-    real_build = run.build_objective
+    real_build = session_module.build_objective
+
+    class BlowsUpAfterSevenSteps:
+        def __init__(self, objective):
+            self.objective, self.calls, self.score = objective, 0, objective.score
+
+        def __call__(self, image, progress):
+            self.calls += 1
+            loss = self.objective(image, progress)
+            return loss * float("nan") if self.calls > 7 else loss
 
     def blows_up_after_seven_steps(*args, **kwargs):
-        objective, calls = real_build(*args, **kwargs), []
+        return BlowsUpAfterSevenSteps(real_build(*args, **kwargs))
 
-        def wrapped(image, progress):
-            calls.append(1)
-            loss = objective(image, progress)
-            return loss * float("nan") if len(calls) > 7 else loss
-        return wrapped
-
-    monkeypatch.setattr(run, "build_objective", blows_up_after_seven_steps)
+    monkeypatch.setattr(session_module, "build_objective", blows_up_after_seven_steps)
     result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "20", "--lr", "0.3", "-o", "nan.png",
                     "--quiet")
     assert result.code == 1
@@ -61,7 +65,7 @@ def test_out_of_gpu_memory_while_preselecting_suggests_fewer_starts(tmp_path, ti
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(DiffusionGenerator, "preselect", no_memory)
-    with pytest.raises(UserError, match=r"--batch 1, --preselect 8: try .* fewer preselected starts \(--preselect 4\)"):
+    with pytest.raises(UserError, match=r"--batch 1: try .* fewer preselected starts \(--preselect 4\)"):
         run.generate(progress=False, **tiny_models.settings("diffusion", preselect=8, output=str(tmp_path / "p.png")))
 
 
