@@ -27,7 +27,7 @@ from .objective import Objective, build_objective
 from .output import (cover_resize, ensure_writable, fill_template, fit_image, load_image, pil_to_tensor,
                      read_metadata, save_png)
 from .prompts import parse_prompts
-from .run import (clip_models, diverged_message, explain_out_of_memory, prepare, preselect, resolve_device,
+from .run import (clip_models, diverged_message, explain_out_of_memory, prepare, resolve_device,
                   with_seed)
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
@@ -274,7 +274,7 @@ def _render(settings: Settings, cls: type, device: torch.device, objective: Obje
             generator = cls.from_settings(one, device, model=model, init=init)
             model = generator.model
             frame_objective = objective.with_prompt_weights(prompts.weights(index))
-            first_step = preselect(generator, one, frame_objective, progress)
+            first_step = generator.begin(frame_objective.score, progress)
             loss = _run_frame(generator, frame_objective, settings, progress, first_step, f"frame {index + 1}/{count}")
             metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
                         "loss": loss}

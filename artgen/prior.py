@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .generators.diffusion import blend_prediction, limit_guidance, load_model
-from .models.diffusion import create_diffusion
+from .generators.diffusion import load_model
+from .guidance import blend_prediction, limit_guidance
+from .models.sampling import create_diffusion
 from .models.unet import UNetModel
 from .settings import Settings
 

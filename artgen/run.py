@@ -188,16 +188,6 @@ def _candidates(settings: Settings, cls: type, perceptors: list, device: torch.d
                   [score for score, *_ in kept], sheet_path)
 
 
-def preselect(generator: Any, settings: Settings, objective: Objective, progress: bool = False) -> int:
-    """With --preselect, let the generator pick its start by CLIP score; the step the loop goes on from.
-
-    One start is no choice: --preselect 1 is off, like 0, rather than a run whose first steps go unguided."""
-    if settings.preselect <= 1:
-        return 0
-    return generator.preselect(settings.preselect, settings.preselect_share, objective.score,
-                               settings.preselect_preview, progress)
-
-
 def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
     return [save_final(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}),
                        settings.overwrite, settings.save_scale)
@@ -246,7 +236,7 @@ def _run_loop(generator, objective: Objective, settings: Settings, paths: list[P
     """Pick the start (--preselect), then drive the loop with a progress bar named ``label`` and intermediate saves;
     on Ctrl-C (acted on mid-step too, see loop.interruptible) save the image so far, then stop."""
     try:
-        start = preselect(generator, settings, objective, progress)
+        start = generator.begin(objective.score, progress)
     except KeyboardInterrupt:
         raise RunInterrupted("interrupted while preselecting starts, before the first image: nothing saved") from None
     bar = tqdm(total=generator.num_steps, initial=start, disable=not progress, desc=label, unit="step")

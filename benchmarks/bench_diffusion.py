@@ -24,7 +24,8 @@ from baseline import PlainCLIPLoss  # noqa: E402
 from common import peak_memory_mib, pick_device, print_table, time_steps, write_record  # noqa: E402
 
 from artgen.generators.diffusion import DiffusionGenerator  # noqa: E402
-from artgen.models.diffusion import create_diffusion  # noqa: E402
+from artgen.loop import Guide  # noqa: E402
+from artgen.models.sampling import create_diffusion  # noqa: E402
 from artgen.models.unet import KNOWN_CONFIGS, UNetModel, create_unet  # noqa: E402
 from artgen.objective import build_objective  # noqa: E402
 from artgen.perceptor import ClipSpec, load_perceptor  # noqa: E402
@@ -47,21 +48,21 @@ def time_baseline(model: UNetModel, cutn: int, clip: str, steps: int, device: to
     with torch.no_grad():
         text = clip_model.encode_text(open_clip.get_tokenizer(clip)([PROMPT]).to(device)).float()
     loss = PlainCLIPLoss(clip_model, text, clip_model.visual.image_size[0], cutn)
+    guide = Guide(lambda image, progress: SCALE * loss(image.clamp(0, 1)), 0.0)
 
     def step() -> None:
-        value = SCALE * loss(sampler.render().clamp(0, 1))
-        sampler.step(value)
-        value.item()  # the notebooks print the loss every step
+        sampler.step(guide).item()  # the notebooks print the loss every step
 
     return time_steps(step, steps, warmup=1, device=device), peak_memory_mib(device)
 
 
 def time_artgen(model: UNetModel, cutn: int, clip: str, steps: int, device: torch.device) -> tuple[float, float]:
     sampler = generator(model, cutn, device)
-    objective = build_objective(sampler.settings, [load_perceptor(ClipSpec(clip, None), device)], device)
+    objective = build_objective(sampler.options, [load_perceptor(ClipSpec(clip, None), device)], device)
+    guide = Guide(objective, 0.0)
 
     def step() -> None:
-        sampler.step(objective(sampler.render(), 0.0))
+        sampler.step(guide)
 
     return time_steps(step, steps, warmup=1, device=device), peak_memory_mib(device)
 

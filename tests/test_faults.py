@@ -28,6 +28,7 @@ def test_a_diverging_run_stops_with_the_causes_and_keeps_the_last_good_image(art
             calls.append(1)
             loss = objective(image, progress)
             return loss * float("nan") if len(calls) > 7 else loss
+        wrapped.score = objective.score  # the run hands it to generator.begin
         return wrapped
 
     monkeypatch.setattr(run, "build_objective", blows_up_after_seven_steps)
@@ -60,7 +61,7 @@ def test_out_of_gpu_memory_while_preselecting_suggests_fewer_starts(tmp_path, ti
     def no_memory(self, *args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(DiffusionGenerator, "preselect", no_memory)
+    monkeypatch.setattr(DiffusionGenerator, "begin", no_memory)
     with pytest.raises(UserError, match=r"--batch 1, --preselect 8: try .* fewer preselected starts \(--preselect 4\)"):
         run.generate(progress=False, **tiny_models.settings("diffusion", preselect=8, output=str(tmp_path / "p.png")))
 

@@ -50,15 +50,20 @@ class SlowGenerator:
         self.last = image.detach()
         return image
 
-    def step(self, loss: torch.Tensor) -> None:
+    def begin(self, score, progress: bool) -> int:
+        return 0
+
+    def step(self, guide: Guide) -> torch.Tensor:
+        loss = guide.loss(self.render())
         self.optimizer.zero_grad()
         if self.steps_taken == 1:
             threading.Timer(0.5, self._interrupt).start()
         started = time.perf_counter()
-        loss.backward()
+        guide.backward(loss)
         self.backward_seconds.append(time.perf_counter() - started)
         self.optimizer.step()
         self.steps_taken += 1
+        return loss
 
     def _interrupt(self) -> None:
         self.signalled_at.append(time.perf_counter())

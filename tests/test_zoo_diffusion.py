@@ -17,7 +17,7 @@ import torch
 import yaml
 from training_scripts import load_training_script
 
-from artgen.models.diffusion import create_diffusion
+from artgen.models.sampling import create_diffusion
 from artgen.models.unet import UNetConfig, UNetModel, create_unet, load_unet
 from artgen.scenes import SHAPES, make_dataset
 

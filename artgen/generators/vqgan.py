@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,10 @@ class VQGANGenerator:
         image = self.decode(z_q).add(1).div(2)
         self._rendered = image.detach()
         return image
+
+    def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
+        """Nothing to choose: the latent starts where ``from_settings`` put it."""
+        return 0
 
     def step(self, guide: Guide) -> Tensor:
         """Render, score, and take one optimizer step on z (kept inside the codebook's range)."""
