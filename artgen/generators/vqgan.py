@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,10 @@ from ..clamps import clamp_toward_range
 from ..models import hub
 from ..models.vqgan import VQGAN, load_vqgan, vector_quantize
 from ..output import cover_resize, fit_image, load_image, pil_to_tensor
+from ..prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from ..settings import Settings
 from ..speed import maybe_compile, to_channels_last
+from .diffusion import load_model
 
 log = logging.getLogger("artgen")
 
@@ -47,6 +50,17 @@ def optimizer_for(name: str, params: list[Tensor], lr: float) -> torch.optim.Opt
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](params, lr=lr)
 
 
+def diffusion_prior(settings: Settings, device: torch.device) -> DiffusionPrior | None:
+    """The diffusion prior that --prior-scale asks for (None at 0), from the diffusion model the settings name:
+    a pull toward pictures that model knows, for a decoder that alone draws poorly (the bundled tiny one)."""
+    if not settings.prior_scale:
+        return None
+    return DiffusionPrior.for_schedule(load_model(settings, device), settings.diffusion_steps, settings.noise_schedule,
+                                       settings.prior_draws, settings.prior_guidance_scale,
+                                       settings.clamp_max if settings.clamp_grad else None, settings.clamp_by_signal,
+                                       device)
+
+
 class VQGANGenerator:
     """Draws ``decode(quantize(z))``; ``step`` takes an optimizer step on z and keeps z inside the codebook's range."""
 
@@ -66,6 +80,8 @@ class VQGANGenerator:
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
         self.decode = maybe_compile(model.decode, settings.compile, "the VQGAN decoder")
         self._rendered: Tensor | None = None  # the last render while z has not moved since (detached)
+        self.prior_scale = settings.prior_scale
+        self.prior = diffusion_prior(settings, z.device)
 
     @classmethod
     def from_settings(cls, settings: Settings, device: torch.device, model: VQGAN | None = None,
@@ -95,10 +111,15 @@ class VQGANGenerator:
         return 0
 
     def step(self, guide: Guide) -> Tensor:
-        """Render, score, and take one optimizer step on z (kept inside the codebook's range)."""
+        """Render, score (adding the diffusion prior's pull, guided by the same prompts, when there is one), and
+        take one optimizer step on z (kept inside the codebook's range); returns the objective's loss."""
         with guide.forward():
-            loss = guide.loss(self.render())
-        total = loss.float()
+            image = self.render()
+            loss = guide.loss(image)
+            total = loss.float()
+            if self.prior is not None:
+                prompt_loss = partial(guide.objective.prompt_loss, cutouts=GUIDANCE_CUTOUTS)
+                total = total + self.prior_scale * self.prior(image, prompt_loss)
         if self.init_weight:
             total = total + self.init_weight * F.mse_loss(self.z, self.z_start)
         self.optimizer.zero_grad(set_to_none=True)
