@@ -23,7 +23,6 @@ from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
 from .errors import UsageError
 from .images import load_image, pil_to_tensor
 from .perceptor import Perceptor
-from .prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from .prompts import Prompt, parse_prompts, prompt_loss, warn_non_finite_tails
 from .settings import Settings
 
@@ -119,18 +118,15 @@ def centre_square(image: Tensor) -> Tensor:
 
 
 class Objective:
-    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image,
-    plus a diffusion prior's pull (guided by the same prompts) when one is given."""
+    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
 
     def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable[[Tensor], Tensor]]],
-                 clip_scale: float, plan: CutPlan, prior: tuple[float, DiffusionPrior] | None = None,
-                 clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> None:
+                 clip_scale: float, plan: CutPlan, clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> None:
         self.targets = targets
         self.clamp = clamp
         self.regularizers = [(w, fn) for w, fn in regularizers if w != 0]
         self.clip_scale = clip_scale
         self.plan = plan
-        self.prior = prior
 
     def __call__(self, image: Tensor, progress: float = 0.0) -> Tensor:
         scored = self.clamp(image)
@@ -138,22 +134,20 @@ class Objective:
         total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
         for weight, regularizer in self.regularizers:
             total = total + weight * regularizer(image)
-        if self.prior:
-            weight, prior = self.prior
-            total = total + weight * prior(image, self._guidance_loss)
         return total
 
-    def _guidance_loss(self, image: Tensor) -> Tensor:
-        """The prompt loss on the prior's prediction (a diffusion model's, scored as the diffusion generator's
-        images are), with fewer cutouts than the image's own."""
+    def prompt_loss(self, image: Tensor, cutouts: int) -> Tensor:
+        """Σ model weight · prompt loss of ``image`` (in [0,1]) over ``cutouts`` random crops, without the CLIP scale
+        or the regularizers; clamped for scoring with the whole gradient passing, as diffusion predictions are.
+        For guidance beside the run's own loss (a generator's diffusion prior), with as many cutouts as it needs."""
         scored = clamp_straight_through(image)
-        return sum(t.weight * t.loss(scored, (0, GUIDANCE_CUTOUTS)) for t in self.targets)
+        return sum(t.weight * t.loss(scored, (0, cutouts)) for t in self.targets)
 
     def with_prompt_weights(self, weights: list[float]) -> "Objective":
         """The same objective with new prompt weights (in prompt order), e.g. while a keyed prompt fades in."""
         targets = [dataclasses.replace(t, weights=torch.tensor(weights, dtype=t.weights.dtype, device=t.weights.device))
                    for t in self.targets]
-        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.prior, self.clamp)
+        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.clamp)
 
     @torch.no_grad()
     def score(self, image: Tensor) -> Tensor:
@@ -198,8 +192,7 @@ def build_objective(settings: Settings, perceptors: list[Perceptor], device: tor
             stops=torch.tensor([p.stop for p in prompts], device=device)))
     regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
                     (settings.sat_scale, losses.saturation)]
-    prior = None  # TEMPORARY until the prior moves into the VQGAN generator
-    return Objective(targets, regularizers, settings.clip_guidance_scale, plan, prior, clamp)
+    return Objective(targets, regularizers, settings.clip_guidance_scale, plan, clamp)
 
 
 def warn_ignored_text(texts: list[Prompt], perceptors: list[Perceptor], shown_words: int = 8) -> None:

@@ -7,8 +7,11 @@ image toward pictures the UNet knows. That difference, used as the image's gradi
 
 An unconditional UNet alone pulls toward any picture it knows, not the prompt's: on the bundled models it drew
 clean shapes in the wrong colours. So, as the diffusion generator does, CLIP guides the UNet's prediction
-(its gradient w.r.t. x_t, RMS-limited by --clamp-max and --clamp-by-signal), and the prior pulls toward pictures
-the UNet knows that also match the prompts.
+(its gradient w.r.t. x_t, RMS-limited by --clamp-max and --clamp-by-signal; artgen.guidance), and the prior pulls
+toward pictures the UNet knows that also match the prompts.
+
+The generator that wants a prior builds it and adds its pull to the objective's loss (artgen.generators.vqgan);
+the objective knows nothing of it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .generators.diffusion import blend_prediction, limit_guidance
-from .models.diffusion import create_diffusion
+from .guidance import blend_prediction, limit_guidance
+from .models.sampling import create_diffusion
 from .models.unet import UNetModel
-from .settings import Settings
 
 # The noise steps the prior samples from, as shares of the schedule: the very first steps see the image almost
 # unchanged (nothing to learn), the very last see almost pure noise (any picture fits).
@@ -47,12 +49,14 @@ class DiffusionPrior:
         self.clamp_by_signal = clamp_by_signal
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device) -> "DiffusionPrior":
-        unet = load_model(settings, device).eval().requires_grad_(False)
-        process = create_diffusion(settings.diffusion_steps, settings.noise_schedule, "", False)
+    def for_schedule(cls, unet: UNetModel, diffusion_steps: int, noise_schedule: str, draws: int,
+                     guidance_scale: float, clamp_max: float | None = None, clamp_by_signal: bool = False,
+                     device: torch.device | str = "cpu") -> "DiffusionPrior":
+        """The prior of a UNet trained with ``diffusion_steps`` steps of ``noise_schedule`` (frozen here)."""
+        process = create_diffusion(diffusion_steps, noise_schedule, "", False)
         alphas_cumprod = torch.tensor(process.alphas_cumprod, dtype=torch.float32, device=device)
-        return cls(unet, alphas_cumprod, settings.prior_draws, settings.prior_guidance_scale,
-                   settings.clamp_max if settings.clamp_grad else None, settings.clamp_by_signal)
+        return cls(unet.eval().requires_grad_(False), alphas_cumprod, draws, guidance_scale, clamp_max,
+                   clamp_by_signal)
 
     def __call__(self, image: Tensor, clip_loss: ClipLoss | None = None) -> Tensor:
         size = self.unet.config.image_size

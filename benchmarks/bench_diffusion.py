@@ -24,45 +24,49 @@ from baseline import PlainCLIPLoss  # noqa: E402
 from common import peak_memory_mib, pick_device, print_table, time_steps, write_record  # noqa: E402
 
 from artgen.generators.diffusion import DiffusionGenerator  # noqa: E402
-from artgen.models.diffusion import create_diffusion  # noqa: E402
+from artgen.generators import Canvas  # noqa: E402
+from artgen.loop import Guide  # noqa: E402
 from artgen.models.factory import unet_config  # noqa: E402
+from artgen.models.sampling import create_diffusion  # noqa: E402
 from artgen.models.unet import UNetModel, create_unet  # noqa: E402
 from artgen.objective import build_objective  # noqa: E402
 from artgen.perceptor import ClipSpec, load_perceptor  # noqa: E402
-from artgen.settings import Settings  # noqa: E402
+from artgen.settings import Settings, build_settings  # noqa: E402
 
 PROMPT = "a lighthouse at dusk"
 SCALE = 5000.0
 
 
-def generator(model: UNetModel, cutn: int, device: torch.device) -> DiffusionGenerator:
+def generator(model: UNetModel, cutn: int, device: torch.device) -> tuple[DiffusionGenerator, Settings]:
     torch.manual_seed(0)
-    settings = Settings(prompts=[PROMPT], generator="diffusion", width=256, height=256, cutn=cutn, steps=250,
-                        clip_guidance_scale=SCALE).validate()
-    return DiffusionGenerator(model, create_diffusion(1000, "linear", "250", True), settings, None, device)
+    settings = build_settings(None, None, dict(prompts=[PROMPT], generator="diffusion", width=256, height=256,
+                                               cutn=cutn, steps=250, clip_guidance_scale=SCALE))
+    canvas = Canvas(256, 256, 1, 250, device)
+    diffusion = create_diffusion(1000, "linear", "250", True)
+    return DiffusionGenerator(model, diffusion, settings.options, canvas, None), settings
 
 
 def time_baseline(model: UNetModel, cutn: int, clip: str, steps: int, device: torch.device) -> tuple[float, float]:
-    sampler = generator(model, cutn, device)
+    sampler, _ = generator(model, cutn, device)
     clip_model = open_clip.create_model(clip, pretrained=None).to(device).eval().requires_grad_(False)
     with torch.no_grad():
         text = clip_model.encode_text(open_clip.get_tokenizer(clip)([PROMPT]).to(device)).float()
     loss = PlainCLIPLoss(clip_model, text, clip_model.visual.image_size[0], cutn)
+    guide = Guide(lambda image, progress: SCALE * loss(image.clamp(0, 1)), 0.0)
 
     def step() -> None:
-        value = SCALE * loss(sampler.render().clamp(0, 1))
-        sampler.step(value)
-        value.item()  # the notebooks print the loss every step
+        sampler.step(guide).item()  # the notebooks print the loss every step
 
     return time_steps(step, steps, warmup=1, device=device), peak_memory_mib(device)
 
 
 def time_artgen(model: UNetModel, cutn: int, clip: str, steps: int, device: torch.device) -> tuple[float, float]:
-    sampler = generator(model, cutn, device)
-    objective = build_objective(sampler.settings, [load_perceptor(ClipSpec(clip, None), device)], device)
+    sampler, settings = generator(model, cutn, device)
+    objective = build_objective(settings.run, [load_perceptor(ClipSpec(clip, None), device)], device)
+    guide = Guide(objective, 0.0)
 
     def step() -> None:
-        sampler.step(objective(sampler.render(), 0.0))
+        sampler.step(guide)
 
     return time_steps(step, steps, warmup=1, device=device), peak_memory_mib(device)
 

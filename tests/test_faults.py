@@ -64,7 +64,7 @@ def test_out_of_gpu_memory_while_preselecting_suggests_fewer_starts(tmp_path, ti
     def no_memory(self, *args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(DiffusionGenerator, "preselect", no_memory)
+    monkeypatch.setattr(DiffusionGenerator, "begin", no_memory)
     with pytest.raises(UserError, match=r"--batch 1: try .* fewer preselected starts \(--preselect 4\)"):
         run.generate(progress=False, **tiny_models.settings("diffusion", preselect=8, output=str(tmp_path / "p.png")))
 

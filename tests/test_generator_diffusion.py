@@ -10,7 +10,7 @@ from tiny_unet import tiny_unet_config, write_tiny_unet_checkpoint
 
 from artgen.errors import UsageError, UserError
 from artgen.generators.diffusion import DiffusionGenerator
-from artgen.loop import optimize
+from artgen.loop import Guide, optimize
 from artgen.settings import Settings
 
 
@@ -57,7 +57,7 @@ def first_step_push(settings, scale):
     for objective in (brightness(0.0), brightness(scale)):
         torch.manual_seed(settings.seed)
         generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
-        generator.step(objective(generator.render(), 0.0))
+        generator.step(Guide(objective, 0.0))
         samples.append(generator.x)
     return (samples[1] - samples[0]).square().mean().sqrt().item(), generator
 
@@ -99,7 +99,7 @@ def test_batch_draws_several_images(tiny_files):
 
 
 def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
-    settings = diffusion_settings(tiny_files, steps=10)
+    settings = diffusion_settings(tiny_files, steps=10, preselect=4)
     torch.manual_seed(settings.seed)
     generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
     scored = []
@@ -108,7 +108,7 @@ def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
         scored.append(images)
         return torch.tensor([0.1, 0.3, 0.9, 0.2])
 
-    assert generator.preselect(4, 0.4, score) == 4
+    assert generator.begin(score, progress=False) == 4
     assert scored[0].shape == (4, 3, 32, 32) and not torch.equal(scored[0][1], scored[0][2])
     assert torch.equal(generator.snapshot()[0], scored[0][2].clamp(0, 1))  # the best-scored start, not the first
     assert generator.x.shape == (1, 3, 32, 32)
@@ -117,7 +117,7 @@ def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
 
 
 def test_preselect_of_a_batch_keeps_the_best_starts_in_score_order(tiny_files):
-    settings = diffusion_settings(tiny_files, steps=10, batch=2)
+    settings = diffusion_settings(tiny_files, steps=10, batch=2, preselect=3)
     torch.manual_seed(settings.seed)
     generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
     scored = []
@@ -126,13 +126,13 @@ def test_preselect_of_a_batch_keeps_the_best_starts_in_score_order(tiny_files):
         scored.append(images)
         return torch.tensor([0.1, 0.8, 0.3, 0.2, 0.9, 0.4])
 
-    generator.preselect(3, 0.4, score)
+    generator.begin(score, progress=False)
     assert scored[0].shape == (6, 3, 32, 32)
     assert torch.equal(generator.snapshot(), scored[0][[4, 1]].clamp(0, 1))
 
 
 def test_preselect_by_preview_goes_on_from_the_best_finished_picture_noised_back(tiny_files):
-    settings = diffusion_settings(tiny_files, steps=10, skip_steps=2)
+    settings = diffusion_settings(tiny_files, steps=10, skip_steps=2, preselect=4, preselect_preview=3)
     torch.manual_seed(settings.seed)
     generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
     unet, model_steps, scored = generator.unet, [], []
@@ -142,7 +142,7 @@ def test_preselect_by_preview_goes_on_from_the_best_finished_picture_noised_back
         scored.append(images)
         return torch.tensor([0.1, 0.3, 0.9, 0.2])
 
-    assert generator.preselect(4, 0.4, score, preview_steps=3) == 3
+    assert generator.begin(score, progress=False) == 3
     top = int(generator.diffusion.timestep_map[generator.timesteps[0]])  # where the run starts, after the skip
     assert model_steps == [[top] * 4, [round(top / 2)] * 4, [0] * 4]  # 3 DDIM steps on all starts at once
     best = scored[0][2].mul(2).sub(1)
@@ -155,11 +155,11 @@ def test_preselect_by_preview_goes_on_from_the_best_finished_picture_noised_back
     assert [state.step for state in states] == list(range(4, 9)) and generator.index == 8
 
 
-def test_preselect_of_a_one_step_run_leaves_the_start_alone(tiny_files):
-    generator = DiffusionGenerator.from_settings(diffusion_settings(tiny_files, skip_steps=5), torch.device("cpu"))
-    assert generator.num_steps == 1
+@pytest.mark.parametrize("overrides", [{"skip_steps": 5, "preselect": 4}, {"preselect": 1}, {"preselect": 0}])
+def test_preselect_of_one_start_or_a_one_step_run_leaves_the_start_alone(tiny_files, overrides):
+    generator = DiffusionGenerator.from_settings(diffusion_settings(tiny_files, **overrides), torch.device("cpu"))
     start = generator.x.clone()
-    assert generator.preselect(4, 0.4, lambda images: images.mean(dim=(1, 2, 3))) == 0
+    assert generator.begin(lambda images: images.mean(dim=(1, 2, 3)), progress=False) == 0
     assert torch.equal(generator.x, start) and generator.index == 0
 
 

@@ -1,6 +1,6 @@
 """The diffusion prior (artgen/prior.py): the bundled shapes-diffusion smooths a noisy scene and keeps it near the
 clean one (an untrained UNet does neither), CLIP guidance turns the pull toward what the prompt loss asks, its limit
-holds, and the objective and settings wire it in only where it belongs."""
+holds, and the VQGAN generator and the settings wire it in only where it belongs."""
 
 from __future__ import annotations
 
@@ -13,22 +13,23 @@ import torch.nn.functional as F
 from tiny_unet import randomize_
 
 from artgen.errors import UsageError
+from artgen.generators.vqgan import diffusion_prior
+from artgen.loop import Guide
 from artgen.losses import total_variation
-from artgen.objective import build_objective
-from artgen.perceptor import load_perceptors
-from artgen.prior import DiffusionPrior
-from artgen.run import prepare
+from artgen.prior import GUIDANCE_CUTOUTS, DiffusionPrior
+from artgen.generators import ModelCache
+from artgen.session import Session
 from artgen.settings import build_settings
 from lab.scenes import random_scene, render
 
-PRIOR = {"prompts": ["a red circle"], "diffusion_model": "shapes-diffusion", "noise_schedule": "cosine",
-         "prior_scale": 30.0, "prior_guidance_scale": 20000.0, "clamp_max": 2.0, "clamp_by_signal": True}
+PRIOR = {"prompts": ["a red circle"], "prior_model": "shapes-diffusion", "prior_noise_schedule": "cosine",
+         "prior_scale": 30.0, "prior_guidance_scale": 20000.0, "prior_clamp_max": 2.0, "prior_clamp_by_signal": True}
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def prior() -> DiffusionPrior:
-    return DiffusionPrior.from_settings(build_settings("offline-vqgan", overrides=PRIOR), CPU)
+    return diffusion_prior(build_settings("offline-vqgan", overrides=PRIOR).options, CPU, ModelCache())
 
 
 def scene(seed: int) -> torch.Tensor:
@@ -98,24 +99,38 @@ def test_the_guidance_gradient_keeps_within_its_limit(prior, by_signal):
     assert torch.allclose(rms, limit, rtol=1e-4), (rms, limit)  # a huge gradient is cut to exactly the limit
 
 
-def test_the_objective_adds_the_prior_only_when_asked_and_keeps_it_across_prompt_weights():
-    settings, device, _, specs = prepare(build_settings("offline-vqgan", overrides={**PRIOR, "seed": 0}))
-    perceptors = load_perceptors(specs, device)
-    with_prior = build_objective(settings, perceptors, device)
-    without = build_objective(build_settings("offline-vqgan", overrides={**PRIOR, "prior_scale": 0.0}),
-                              perceptors, device)
-    assert with_prior.prior[0] == 30.0 and without.prior is None
-    assert with_prior.with_prompt_weights([2.0]).prior is with_prior.prior
-    image = scene(5).requires_grad_(True)
-    torch.manual_seed(0)
-    plain = torch.autograd.grad(without(image), image)[0]
-    torch.manual_seed(0)
-    pulled = torch.autograd.grad(with_prior(image), image)[0]
-    assert not torch.allclose(plain, pulled)
+class Objective:
+    """An objective that pulls toward red, and records what the prior asked of its prompt loss."""
+
+    def __init__(self) -> None:
+        self.prompt_cutouts: list[int] = []
+
+    def __call__(self, image: torch.Tensor, progress: float) -> torch.Tensor:
+        return image.mean()
+
+    def prompt_loss(self, image: torch.Tensor, cutouts: int) -> torch.Tensor:
+        self.prompt_cutouts.append(cutouts)
+        return (image - torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)).square().mean()
+
+
+def test_the_vqgan_generator_adds_the_prior_only_when_asked_guided_by_the_steps_own_objective():
+    moved = {}
+    for scale in (30.0, 0.0):
+        torch.manual_seed(0)
+        settings = build_settings("offline-vqgan", overrides={**PRIOR, "seed": 0, "prior_scale": scale})
+        generator = Session(settings, progress=False).generator()
+        assert (generator.prior is None) == (scale == 0)
+        objective = Objective()
+        start = generator.z.detach().clone()
+        torch.manual_seed(1)
+        generator.step(Guide(objective, 0.0))
+        assert objective.prompt_cutouts == ([GUIDANCE_CUTOUTS] if scale else [])
+        moved[scale] = generator.z.detach() - start
+    assert not torch.allclose(moved[30.0], moved[0.0])
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"generator": "diffusion", "prior_scale": 1.0}, "--prior-scale adds a diffusion prior"),
+    ({"generator": "diffusion", "prior_scale": 1.0}, "--prior-scale is an option of the vqgan generator"),
     ({"prior_scale": -1.0}, "--prior-scale must not be negative, got -1.0"),
     ({"prior_guidance_scale": float("nan")}, "--prior-guidance-scale must be a finite number"),
     ({"prior_draws": 0}, "--prior-draws must be a positive integer, got 0"),

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from artgen.models.diffusion import create_diffusion
+from artgen.models.sampling import create_diffusion
 from artgen.models.unet import UNetConfig, UNetModel, create_unet, load_unet
 from lab.scenes import SHAPES, make_dataset
 from lab.training import train_diffusion as train  # its judge, sampler and argument parsing

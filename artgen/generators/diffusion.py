@@ -1,17 +1,19 @@
-"""CLIP-guided diffusion: each loop step is one sampler step, guided by the gradient of the loop's loss.
+"""CLIP-guided diffusion: each loop step is one sampler step, guided by the objective at that point of the run.
 
-``render()`` runs the UNet on x_t and returns the predicted clean image blended with x_t by
-sqrt(1 - alpha-bar_t), as the CLIP-guided diffusion notebooks score it; ``step(loss)`` turns the loss's
-gradient w.r.t. x_t into a guidance term and lets a plain sampler (DDPM or DDIM) take the step through
-``guided_denoise``. The sampler never sees CLIP.
+Design: the generator owns x_t as a sampling loop (artgen.models.sampling.SamplingLoop) and its place in the
+schedule. Each loop step hands the loop a denoiser guided by that step's objective (artgen.guidance): the
+guided denoiser scores the UNet's predicted picture, as the CLIP-guided diffusion notebooks do, and moves the
+prediction along the gradient; the sampler (DDPM or DDIM) steps over it and never sees CLIP. The same loop,
+unguided, draws the --preselect starts and their previews.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,11 +22,12 @@ from tqdm import tqdm
 
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
+from ..guidance import Guidance, guided_denoiser
+from ..images import fit_image
 from ..memory import NetworkShape, unet_shape
 from ..models import factory
-from ..models.diffusion import Diffusion, beta_schedule, create_diffusion, ddim_step, ddpm_step, guided_denoise
+from ..models.sampling import Diffusion, SamplingLoop, beta_schedule, create_diffusion, denoiser
 from ..models.unet import UNetConfig, UNetModel, downsample_factor
-from ..images import fit_image
 from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
 from .base import Canvas, ModelCache, Options
@@ -119,24 +122,6 @@ def check_size(width: int, height: int, config: UNetConfig) -> None:
                          f"width and height must be multiples of {factor} (e.g. {config.image_size})")
 
 
-def blend_prediction(predicted: Tensor, x_t: Tensor, noise_share: float | Tensor) -> Tensor:
-    """What CLIP scores at step t: the predicted clean picture mixed with x_t by the step's noise share
-    (sqrt(1 - alpha-bar)), so mostly the prediction while x_t is mostly noise, and mostly x_t itself once it holds
-    the picture. The diffusion generator and the prior score the same thing, so one preset's guidance suits both."""
-    return predicted * noise_share + x_t * (1 - noise_share)
-
-
-def limit_guidance(grad: Tensor, limit: float | Tensor | None, per_draw: bool = False) -> Tensor:
-    """CLIP's guidance gradient with NaNs zeroed and its RMS cut to at most ``limit`` (None: left as it is), over the
-    whole batch or, with ``per_draw``, over each draw on its own (``limit`` may then hold one value per draw). The
-    raw gradient's size swings by orders of magnitude between steps; the limit keeps any one step from taking over."""
-    grad = torch.nan_to_num(grad)
-    if limit is None:
-        return grad
-    rms = grad.flatten(1).square().mean(1).sqrt().view(-1, 1, 1, 1) if per_draw else grad.square().mean().sqrt()
-    return grad * rms.clamp(max=limit) / rms.clamp(min=1e-12)
-
-
 class DiffusionGenerator:
     """Owns x_t and the position in the sampling schedule; one loop step is one sampler step."""
 
@@ -147,18 +132,19 @@ class DiffusionGenerator:
 
     def __init__(self, model: UNetModel, diffusion: Diffusion, options: DiffusionOptions, canvas: Canvas,
                  init: Tensor | None) -> None:
-        self.model, self.diffusion, self.settings = model, diffusion, options
+        self.model, self.diffusion, self.options = model, diffusion, options
         model.checkpointing = canvas.checkpointing
         self.unet = maybe_compile(to_channels_last(model, canvas.channels_last), canvas.compile, "the UNet")
         self.height, self.width = canvas.height, canvas.width
         start = diffusion.num_timesteps - 1 - options.skip_steps
         self.timesteps = list(range(start, -1, -1))
         self.num_steps = len(self.timesteps)
-        self.index = 0
         self.init = init
-        self.x = self._start(torch.randn((canvas.batch, 3, canvas.height, canvas.width), device=canvas.device))
-        self._pred = None
-        self._render: tuple[Tensor, dict[str, Tensor], Tensor] | None = None
+        self.guidance = Guidance(options.clamp_max if options.clamp_grad else None, options.clamp_by_signal,
+                                 init, options.init_scale)
+        self._sampling = self._loop(self._start(torch.randn((canvas.batch, 3, canvas.height, canvas.width),
+                                                            device=canvas.device)), 0)
+        self._pred: Tensor | None = None  # the latest clean-image prediction, shown while sampling
 
     @classmethod
     def create(cls, options: DiffusionOptions, canvas: Canvas, init: Tensor | None = None,
@@ -180,6 +166,21 @@ class DiffusionGenerator:
             options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config, canvas.device, fp16))
         return cls(model, diffusion, options, canvas, init)
 
+    @property
+    def x(self) -> Tensor:
+        """x_t where the sampling has got to."""
+        return self._sampling.x
+
+    @property
+    def index(self) -> int:
+        """The loop steps taken so far."""
+        return self.timesteps[0] - self._sampling.t
+
+    def _loop(self, x: Tensor, index: int) -> SamplingLoop:
+        """The sampling loop from x after ``index`` steps, stepping unguided unless a step is given a denoiser."""
+        return SamplingLoop(self.diffusion, denoiser(self.diffusion, self.unet), x, self.timesteps[0] - index,
+                            self.options.sampler, self.options.eta)
+
     def _start(self, noise: Tensor) -> Tensor:
         """x_t at the first step: the noise itself, or the init image noised to that step."""
         if self.init is None:
@@ -190,68 +191,30 @@ class DiffusionGenerator:
     def _t(step: int, like: Tensor) -> Tensor:
         return torch.full((like.shape[0],), step, dtype=torch.long, device=like.device)
 
-    def _model_output(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.unet(x, self.diffusion.model_timesteps(t))
-
-    def render(self) -> Tensor:
-        t = self._t(self.timesteps[self.index], self.x)
-        x = self.x.detach().requires_grad_(True)
-        output = self._model_output(x, t)
-        out = self.diffusion.p_mean_variance(output, x, t, clip_denoised=False)
-        noise_share = float(self.diffusion.sqrt_one_minus_alphas_cumprod[self.timesteps[self.index]])
-        blended = blend_prediction(out["pred_xstart"], x, noise_share)
-        self._render = (x, output, blended)
-        self._pred = out["pred_xstart"].detach()
-        return blended.add(1).div(2)
-
     def step(self, guide: Guide) -> Tensor:
-        with guide.forward():
-            loss = guide.loss(self.render())
-        x, output, blended = self._render
-        total = loss.float()
-        if self.settings.init_scale and self.init is not None:
-            total = total + self.settings.init_scale * (blended - self.init).pow(2).mean()
-        grad = -guide.gradient(total, x)
-        grad = limit_guidance(grad, self._clamp_limit() if self.settings.clamp_grad else None)
-        out = self._sampler_step(self.x, self.index, output.detach(), grad)
-        self.x = out["sample"]
+        """One sampler step over the UNet guided by ``guide``'s objective; returns the objective's loss."""
+        raw = denoiser(self.diffusion, self.unet, clip_denoised=False)  # the objective scores the raw prediction
+        out = self._sampling.step(guided_denoiser(self.diffusion, raw, guide, self.guidance))
         self._pred = out["pred_xstart"]
-        self._render = None
-        self.index += 1
-        return loss
+        return out["loss"]
 
-    def _sampler_step(self, x: Tensor, index: int, output: Tensor, grad: Tensor | None) -> dict[str, Tensor]:
-        """Step ``index`` of the chosen sampler from x_t, given the UNet's output there and the guidance gradient."""
-        denoise = guided_denoise(self.diffusion, lambda *_: output, None if grad is None else lambda *_: grad)
-        t = self._t(self.timesteps[index], x)
-        with torch.no_grad():
-            if self.settings.sampler == "ddpm":
-                return ddpm_step(self.diffusion, denoise, x, t, torch.randn_like(x))
-            eta = self.settings.eta
-            return ddim_step(self.diffusion, denoise, x, t, eta, torch.randn_like(x) if eta else None)
-
-    def begin(self, score, progress: bool) -> int:
-        """TEMPORARY: the guidance branch replaces this."""
-        o = self.settings
-        return self.preselect(o.preselect, o.preselect_share, score, o.preselect_preview, progress) if o.preselect > 1 else 0
-
-    def preselect(self, count: int, share: float, score: Callable[[Tensor], Tensor], preview_steps: int = 0,
-                  progress: bool = False) -> int:
-        """Go on from the best of ``count`` starts per image (one per image of the batch, by ``score``); returns
-        the steps taken, ``share`` of them.
+    def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
+        """With --preselect K (2 or more), go on from the best of K starts per image (one per image of the batch,
+        by ``score``); returns the steps taken, --preselect-share of them (0 with fewer than 2 starts).
 
         Why: the first, noisiest steps settle the colours and the layout, and there guidance reaches least (its
         gradient is weakest, or clamped by signal). Unguided steps cost one UNet pass per start and no CLIP
-        gradient. Each start is judged either by its predicted picture after ``share`` of the steps, sampled
-        unguided, or, with ``preview_steps``, by a finished picture drawn unguided in that many DDIM steps; the
-        best picture is then noised back to ``share`` of the way. A finished picture shows CLIP what the start
-        becomes, where the early prediction is a blur: with the bundled models (tests/zoo_report.py, one thread,
+        gradient. Each start is judged either by its predicted picture after the share of the steps, sampled
+        unguided, or, with --preselect-preview S, by a finished picture drawn unguided in S DDIM steps; the
+        best picture is then noised back to the share of the way. A finished picture shows CLIP what the start
+        becomes, where the early prediction is a blur: with the bundled models (lab/zoo_report.py, one thread,
         72 prompts) 64 previews of 5 steps drew the asked colour in 99% of the images against 93% from 32 starts
         judged after 20% of the steps, in the same time; the asked shape equally often (43%, 42%).
         """
-        steps = min(max(1, round(share * self.num_steps)), self.num_steps - 1)
-        if steps < 1:
-            return 0  # a single step: nothing to run unguided before it
+        count, preview_steps = self.options.preselect, self.options.preselect_preview
+        steps = min(max(1, round(self.options.preselect_share * self.num_steps)), self.num_steps - 1)
+        if count <= 1 or steps < 1:
+            return 0  # one start is no choice; a single step has nothing to run unguided before it
         starts = torch.cat([self.x] + [self._start(torch.randn_like(self.x)) for _ in range(count - 1)])
         with torch.no_grad(), tqdm(desc=f"preselecting {count} starts", unit="step", disable=not progress) as bar:
             x, pictures = ((starts, self._previews(starts, preview_steps, bar)) if preview_steps
@@ -260,43 +223,28 @@ class DiffusionGenerator:
         x, pictures = x[best], pictures[best]
         if preview_steps:  # the finished picture, noised back to the step the run goes on from
             x = self.diffusion.q_sample(pictures, self._t(self.timesteps[steps], x), torch.randn_like(x))
-        self.x, self._pred, self.index = x, pictures, steps
+        self._sampling, self._pred = self._loop(x, steps), pictures
         return steps
 
     def _unguided(self, x: Tensor, steps: int, bar: tqdm) -> tuple[Tensor, Tensor]:
         """x after the first ``steps`` sampler steps without guidance, and the predicted picture there."""
         bar.reset(total=steps)
-        for index in range(steps):
-            out = self._sampler_step(x, index, self._model_output(x, self._t(self.timesteps[index], x)), None)
-            x = out["sample"]
+        loop = self._loop(x, 0)
+        for out in itertools.islice(loop, steps):
             bar.update(1)
-        return x, out["pred_xstart"]
+        return loop.x, out["pred_xstart"]
 
     def _previews(self, x: Tensor, steps: int, bar: tqdm) -> Tensor:
         """Finished unguided pictures of the starts ``x`` (at the first step), in ``steps`` deterministic DDIM steps."""
         top = int(self.diffusion.timestep_map[self.timesteps[0]])
         kept = {round(top * i / (steps - 1)) for i in range(steps)}
-        coarse = Diffusion(beta_schedule(self.settings.noise_schedule, self.diffusion.original_num_steps), kept,
+        coarse = Diffusion(beta_schedule(self.options.noise_schedule, self.diffusion.original_num_steps), kept,
                            self.diffusion.variance)
-        denoise = guided_denoise(coarse, lambda x_t, t: self.unet(x_t, t))
+        loop = SamplingLoop(coarse, denoiser(coarse, self.unet), x, coarse.num_timesteps - 1, "ddim")
         bar.reset(total=coarse.num_timesteps)
-        for step in range(coarse.num_timesteps - 1, -1, -1):
-            x = ddim_step(coarse, denoise, x, self._t(step, x))["sample"]
+        for _ in loop:
             bar.update(1)
-        return x
-
-    def _clamp_limit(self) -> float:
-        """The guidance gradient's RMS limit at this step.
-
-        With --clamp-by-signal it shrinks with sqrt(alpha-bar_t): x_t holds the picture only at that scale, so
-        the UNet reads a push of size g on x_t as a change of g / sqrt(alpha-bar_t) in the picture. A fixed
-        limit lets the first, noisiest steps (where the prediction is still far outside the pixel range and
-        CLIP's gradient means little) set the colours; the scaled limit gives every step the same reach.
-        """
-        if not self.settings.clamp_by_signal:
-            return self.settings.clamp_max
-        alpha_bar = float(self.diffusion.alphas_cumprod[self.timesteps[self.index]])
-        return self.settings.clamp_max * alpha_bar ** 0.5
+        return loop.x
 
     def snapshot(self) -> Tensor:
         """The finished sample, or while sampling the latest clean-image prediction."""
@@ -307,6 +255,5 @@ class DiffusionGenerator:
         return {"x": self.x.detach().clone(), "index": self.index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.x = state["x"].to(self.x.device)
-        self.index = int(state["index"])
+        self._sampling = self._loop(state["x"].to(self.x.device), int(state["index"]))
         self._pred = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,6 +25,7 @@ from ..memory import NetworkShape, vqgan_ddconfig, vqgan_shape
 from ..images import fit_image
 from ..models import factory
 from ..models.vqgan import VQGAN, vector_quantize
+from ..prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
 from .base import Canvas, ModelCache, Options
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 OPTIMIZERS = ("adam", "adamw")
 INITS = ("random", "noise")
 NOISE_SCHEDULES = ("linear", "cosine")
+PRIOR_TRAINING_STEPS = 1000  # the timesteps guided-diffusion models are trained with
 
 
 @dataclass
@@ -88,6 +92,20 @@ class VQGANOptions(Options):
         return NetworkShape(levels, attention, factor, "the VQGAN decoder's activations")
 
 
+def diffusion_prior(options: VQGANOptions, device: torch.device, models: ModelCache) -> DiffusionPrior | None:
+    """The diffusion prior that --prior-scale asks for (None at 0), from --prior-model's UNet: a pull toward
+    pictures that model knows, for a decoder that alone draws poorly (the bundled tiny one)."""
+    if not options.prior_scale:
+        return None
+    fp16 = device.type == "cuda"
+    key = ("unet", options.prior_model, options.prior_checkpoint, options.prior_config, device, fp16)
+    unet = models.get(key, lambda: factory.load_unet_model(options.prior_model, options.prior_checkpoint,
+                                                           options.prior_config, device, fp16, "--prior-config"))
+    return DiffusionPrior.for_schedule(unet, PRIOR_TRAINING_STEPS, options.prior_noise_schedule, options.prior_draws,
+                                       options.prior_guidance_scale, options.prior_clamp_max or None,
+                                       options.prior_clamp_by_signal, device)
+
+
 def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:
     """Round a size down to what the model can make (a multiple of its downsampling factor), warning if changed."""
     fitted = (max(factor, width // factor * factor), max(factor, height // factor * factor))
@@ -109,7 +127,8 @@ class VQGANGenerator:
     default_clip_guidance_scale = 1.0
     scoring_clamp = staticmethod(clamp_toward_range)  # the VQGAN+CLIP notebook's clamp of the decoded image
 
-    def __init__(self, model: VQGAN, z: Tensor, options: VQGANOptions, canvas: Canvas) -> None:
+    def __init__(self, model: VQGAN, z: Tensor, options: VQGANOptions, canvas: Canvas,
+                 prior: DiffusionPrior | None = None) -> None:
         self.model = model
         self.z = z.detach().clone().requires_grad_(True)
         self.z_start = z.detach().clone()
@@ -122,21 +141,23 @@ class VQGANGenerator:
         self.height, self.width = z.shape[-2] * model.downsample_factor, z.shape[-1] * model.downsample_factor
         self.decode = maybe_compile(model.decode, canvas.compile, "the VQGAN decoder")
         self._rendered: Tensor | None = None  # the last render while z has not moved since (detached)
+        self.prior_scale, self.prior = options.prior_scale, prior
 
     @classmethod
     def create(cls, options: VQGANOptions, canvas: Canvas, init: Tensor | None = None,
                models: ModelCache | None = None) -> "VQGANGenerator":
         """Load the model (or reuse the run's) and make the starting latent, from ``init`` if given."""
+        models = models or ModelCache()
         key = ("vqgan", options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device)
-        model = (models or ModelCache()).get(key, lambda: factory.load_vqgan_model(
+        model = models.get(key, lambda: factory.load_vqgan_model(
             options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device))
         model.decoder.checkpointing = canvas.checkpointing
         model = to_channels_last(model, canvas.channels_last)
         width, height = fit_size(canvas.width, canvas.height, model.downsample_factor)
-        return cls(model, initial_latent(model, options.init, canvas.batch, width, height, canvas.device, init),
-                   options, canvas)
+        z = initial_latent(model, options.init, canvas.batch, width, height, canvas.device, init)
+        return cls(model, z, options, canvas, diffusion_prior(options, canvas.device, models))
 
-    def begin(self, score, progress: bool) -> int:
+    def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
         """Nothing to choose: the latent starts where ``create`` put it."""
         return 0
 
@@ -147,10 +168,15 @@ class VQGANGenerator:
         return image
 
     def step(self, guide: Guide) -> Tensor:
-        """Render, score, and take one optimizer step on z (kept inside the codebook's range)."""
+        """Render, score (adding the diffusion prior's pull, guided by the same prompts, when there is one), and
+        take one optimizer step on z (kept inside the codebook's range); returns the objective's loss."""
         with guide.forward():
-            loss = guide.loss(self.render())
-        total = loss.float()
+            image = self.render()
+            loss = guide.loss(image)
+            total = loss.float()
+            if self.prior is not None:
+                prompt_loss = partial(guide.objective.prompt_loss, cutouts=GUIDANCE_CUTOUTS)
+                total = total + self.prior_scale * self.prior(image, prompt_loss)
         if self.init_weight:
             total = total + self.init_weight * F.mse_loss(self.z, self.z_start)
         self.optimizer.zero_grad(set_to_none=True)

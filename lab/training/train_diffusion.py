@@ -85,7 +85,7 @@ import torch
 import yaml
 from PIL import Image
 
-from artgen.models.diffusion import Diffusion, create_diffusion, guided_denoise, sample_loop
+from artgen.models.sampling import Diffusion, create_diffusion, denoiser, sample_loop
 from artgen.models.unet import UNetConfig, UNetModel, create_unet, load_unet
 from lab.scenes import COLOURS, SHAPES, make_dataset
 from lab.shape_checker import chromatic_mask, read_shape  # the pixel judge, not CLIP
@@ -208,7 +208,7 @@ def sample_images(model: UNetModel, count: int, sampler: str, respacing: str, se
     diffusion = create_diffusion(DIFFUSION_STEPS, NOISE_SCHEDULE, respacing, model.config.learn_sigma)
     size = model.config.image_size
     generator = torch.Generator().manual_seed(seed)
-    x = sample_loop(diffusion, guided_denoise(diffusion, model), (count, 3, size, size), sampler,
+    x = sample_loop(diffusion, denoiser(diffusion, model), (count, 3, size, size), sampler,
                     generator=generator)
     return to_uint8(x)
 

@@ -1,8 +1,12 @@
-"""Gaussian diffusion maths for guided-diffusion checkpoints: schedules, respacing, DDPM and DDIM steps.
+"""Gaussian diffusion for guided-diffusion checkpoints: schedules, respacing, the process, samplers and the loop.
 
-Nothing here knows about CLIP or the UNet. Samplers are plain functions over a ``denoise(x_t, t)``
-callable that returns ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` and ``eps``; guidance is
-added by wrapping that callable (:func:`guided_denoise`), so every sampler supports it for free.
+Design: nothing here knows about CLIP or the UNet. A *denoiser* is a function ``denoise(x_t, t)`` that returns
+the model's prediction at ``x_t``: ``mean``, ``variance``, ``log_variance``, ``pred_xstart`` and ``eps``
+(:func:`denoiser` makes one from a model). Samplers (:func:`ddpm_step`, :func:`ddim_step`) are plain functions
+that take one step over any denoiser, and :class:`SamplingLoop` is the one loop that walks x_t down the
+schedule with them, for the product's diffusion generator, training and tests alike. Guidance is a
+denoiser that wraps another (artgen.guidance), so every sampler supports it for free; the loop takes a new
+denoiser for each step where guidance changes along the run.
 
 Timesteps ``t`` are always indices into the (possibly respaced) schedule of a :class:`Diffusion`, counting
 down from ``num_timesteps - 1`` to 0; :meth:`Diffusion.model_timesteps` turns them into the original
@@ -23,7 +27,7 @@ from ..errors import UsageError, UserError
 Denoised = dict[str, Tensor]
 Denoiser = Callable[[Tensor, Tensor], Denoised]
 ModelFn = Callable[[Tensor, Tensor], Tensor]
-CondFn = Callable[[Tensor, Tensor, Denoised], Tensor]
+Noise = Callable[[Tensor], Tensor]  # standard normal noise shaped like its argument
 
 SAMPLERS = ("ddpm", "ddim")
 VARIANCES = ("learned_range", "fixed_large", "fixed_small")
@@ -111,10 +115,11 @@ def space_timesteps(num_timesteps: int, section_counts: str) -> list[int]:
     return sorted(set(steps))
 
 
-def _gather(values: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
-    """``values[t]`` as a tensor shaped [N,1,1,...] to broadcast against ``like`` (at least float32)."""
+def gather(values: np.ndarray, t: Tensor, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``values[t]`` as a tensor shaped [N,1,1,...] to broadcast against ``like``, in ``dtype`` (by default
+    ``like``'s, at least float32)."""
     picked = torch.from_numpy(values)[t.cpu().long()]
-    dtype = torch.promote_types(like.dtype, torch.float32)
+    dtype = dtype or torch.promote_types(like.dtype, torch.float32)
     return picked.to(device=like.device, dtype=dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -174,33 +179,33 @@ class Diffusion:
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Noise clean images ``x0`` to step ``t``: sqrt(alpha-bar) x0 + sqrt(1 - alpha-bar) noise."""
-        return (_gather(self.sqrt_alphas_cumprod, t, x0) * x0
-                + _gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
+        return (gather(self.sqrt_alphas_cumprod, t, x0) * x0
+                + gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
 
     def predict_xstart_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """The clean image implied by noise prediction ``eps`` (inverts :meth:`q_sample`)."""
-        return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-                - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
+        return (gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+                - gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
     def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, pred_xstart: Tensor) -> Tensor:
         """The noise implied by a clean-image estimate; DDIM needs it after pred_xstart was clipped."""
-        return ((_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart)
-                / _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t))
+        return ((gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart)
+                / gather(self.sqrt_recipm1_alphas_cumprod, t, x_t))
 
     def q_posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Mean of q(x_{t-1} | x_t, x0)."""
-        return _gather(self.posterior_mean_coef1, t, x_t) * x0 + _gather(self.posterior_mean_coef2, t, x_t) * x_t
+        return gather(self.posterior_mean_coef1, t, x_t) * x0 + gather(self.posterior_mean_coef2, t, x_t) * x_t
 
     def _model_log_variance(self, var_values: Tensor | None, x_t: Tensor, t: Tensor) -> Tensor:
         if self.variance == "learned_range":
             frac = (var_values + 1) / 2  # type: ignore[operator]
-            return (frac * _gather(np.log(self.betas), t, x_t)
-                    + (1 - frac) * _gather(self.posterior_log_variance_clipped, t, x_t))
+            return (frac * gather(np.log(self.betas), t, x_t)
+                    + (1 - frac) * gather(self.posterior_log_variance_clipped, t, x_t))
         if self.variance == "fixed_large":
             # betas, except that step 0 borrows step 1's posterior variance, as the checkpoints were trained.
             large = np.append(self.posterior_variance[1], self.betas[1:])
-            return _gather(np.log(large), t, x_t).expand_as(x_t)
-        return _gather(self.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
+            return gather(np.log(large), t, x_t).expand_as(x_t)
+        return gather(self.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
 
     def p_mean_variance(self, model_output: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool = True) -> Denoised:
         """p(x_{t-1} | x_t) from an eps-predicting model's output: mean, variance, log_variance, pred_xstart."""
@@ -217,6 +222,14 @@ class Diffusion:
         return {"mean": self.q_posterior_mean(pred_xstart, x_t, t), "variance": torch.exp(log_variance),
                 "log_variance": log_variance, "pred_xstart": pred_xstart}
 
+    def clipped(self, out: Denoised, x_t: Tensor, t: Tensor) -> Denoised:
+        """A denoiser's unclipped output with its clean-image estimate clipped to [-1, 1], and the mean and eps
+        that follow from it: what ``p_mean_variance(clip_denoised=True)`` gives, made after the raw estimate
+        was used (guidance scores the raw one)."""
+        pred_xstart = out["pred_xstart"].clamp(-1, 1)
+        return {**out, "pred_xstart": pred_xstart, "mean": self.q_posterior_mean(pred_xstart, x_t, t),
+                "eps": self.predict_eps_from_xstart(x_t, t, pred_xstart)}
+
 
 def create_diffusion(diffusion_steps: int = 1000, noise_schedule: str = "linear", timestep_respacing: str = "",
                      learn_sigma: bool = True) -> Diffusion:
@@ -226,36 +239,19 @@ def create_diffusion(diffusion_steps: int = 1000, noise_schedule: str = "linear"
                      "learned_range" if learn_sigma else "fixed_large")
 
 
-def guided_denoise(diffusion: Diffusion, model_fn: ModelFn, cond_fn: CondFn | None = None,
-                   clip_denoised: bool = True) -> Denoiser:
-    """Turn ``model_fn(x, original_timesteps) -> output`` into a denoiser, optionally guided.
+def denoiser(diffusion: Diffusion, model_fn: ModelFn, clip_denoised: bool = True) -> Denoiser:
+    """Turn ``model_fn(x, original_timesteps) -> output`` (an eps-predicting UNet) into a denoiser.
 
-    ``cond_fn(x_t, t, out)`` returns the gradient of a log-probability w.r.t. ``x_t``; it runs with grad
-    enabled and ``x_t`` requiring grad, so it may differentiate through ``out["pred_xstart"]``. The result
-    carries two guided views: ``mean`` is shifted by variance * grad (Sohl-Dickstein; what DDPM uses) and
-    ``eps``/``pred_xstart`` by the score correction eps - sqrt(1 - alpha-bar) * grad (Song et al.; what
-    DDIM uses). A zero gradient leaves every value bit-identical to the unguided denoiser.
+    With ``clip_denoised`` its clean-image estimate is clipped to [-1, 1] (and the mean and eps follow it), as
+    the released samplers do; guidance wants the raw estimate (artgen.guidance clips after scoring it).
     """
 
-    def denoise_plain(x_t: Tensor, t: Tensor) -> Denoised:
+    def denoise(x_t: Tensor, t: Tensor) -> Denoised:
         out = diffusion.p_mean_variance(model_fn(x_t, diffusion.model_timesteps(t)), x_t, t, clip_denoised)
         out["eps"] = diffusion.predict_eps_from_xstart(x_t, t, out["pred_xstart"])
         return out
 
-    def denoise_guided(x_t: Tensor, t: Tensor) -> Denoised:
-        with torch.enable_grad():
-            x = x_t.detach().requires_grad_()
-            out = denoise_plain(x, t)
-            grad = cond_fn(x, t, out).detach()  # type: ignore[misc]
-        out = {key: value.detach() for key, value in out.items()}
-        noise_scale = _gather(diffusion.sqrt_one_minus_alphas_cumprod, t, x_t)
-        # pred_xstart moves by what predict_xstart_from_eps makes of the eps shift, added directly so that
-        # a zero gradient changes nothing.
-        xstart_scale = _gather(diffusion.sqrt_recipm1_alphas_cumprod, t, x_t) * noise_scale
-        return {**out, "mean": out["mean"] + out["variance"] * grad, "eps": out["eps"] - noise_scale * grad,
-                "pred_xstart": out["pred_xstart"] + xstart_scale * grad}
-
-    return denoise_plain if cond_fn is None else denoise_guided
+    return denoise
 
 
 def _nonzero_mask(t: Tensor, like: Tensor) -> Tensor:
@@ -263,71 +259,104 @@ def _nonzero_mask(t: Tensor, like: Tensor) -> Tensor:
     return (t != 0).to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
-def ddpm_step(diffusion: Diffusion, denoise: Denoiser, x_t: Tensor, t: Tensor, noise: Tensor) -> Denoised:
-    """One ancestral step: x_{t-1} = mean + sigma * noise (no noise at t = 0)."""
+def ddpm_step(diffusion: Diffusion, denoise: Denoiser, x_t: Tensor, t: Tensor,
+              noise: Noise = torch.randn_like) -> Denoised:
+    """One ancestral step: x_{t-1} = mean + sigma * noise (no noise at t = 0).
+
+    Returns the denoiser's output with ``sample`` added. The noise is drawn after the denoiser has run, so a
+    denoiser that draws random numbers of its own (a guided one's cutouts) draws them first.
+    """
     out = denoise(x_t, t)
-    sample = out["mean"] + _nonzero_mask(t, x_t) * torch.exp(0.5 * out["log_variance"]) * noise
-    return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+    sample = out["mean"] + _nonzero_mask(t, x_t) * torch.exp(0.5 * out["log_variance"]) * noise(x_t)
+    return {**out, "sample": sample}
 
 
 def ddim_step(diffusion: Diffusion, denoise: Denoiser, x_t: Tensor, t: Tensor, eta: float = 0.0,
-              noise: Tensor | None = None) -> Denoised:
-    """One DDIM step (Song et al. eq. 12); eta 0 is deterministic, eta 1 matches DDPM's noise level."""
+              noise: Noise = torch.randn_like) -> Denoised:
+    """One DDIM step (Song et al. eq. 12); eta 0 is deterministic (draws no noise), eta 1 matches DDPM's noise
+    level. Returns the denoiser's output with ``sample`` added; noise is drawn after the denoiser has run."""
     out = denoise(x_t, t)
-    alpha_bar = _gather(diffusion.alphas_cumprod, t, x_t)
-    alpha_bar_prev = _gather(diffusion.alphas_cumprod_prev, t, x_t)
+    alpha_bar = gather(diffusion.alphas_cumprod, t, x_t)
+    alpha_bar_prev = gather(diffusion.alphas_cumprod_prev, t, x_t)
     sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
     sample = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * out["eps"]
     if eta:
-        if noise is None:
-            raise ValueError("ddim_step with eta > 0 needs noise")
-        sample = sample + _nonzero_mask(t, x_t) * sigma * noise
-    return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+        sample = sample + _nonzero_mask(t, x_t) * sigma * noise(x_t)
+    return {**out, "sample": sample}
+
+
+class SamplingLoop:
+    """x_t walked from step ``start`` down to 0 by one sampler: an iterator of one item per step.
+
+    Iterating takes each step with the loop's own ``denoise``; :meth:`step` takes the next one with the
+    denoiser it is given (the diffusion generator gives each step a denoiser guided by the objective at that
+    point of the run). Each item is the step's output: ``t`` (the respaced step just taken), ``sample``
+    (x_{t-1}), ``pred_xstart`` and whatever else the denoiser returned (a guided one's ``loss``). ``x`` is
+    the current sample and ``t`` the step the next call takes (-1 once finished); a loop can be rebuilt from
+    any ``x`` and step, which is how a run resumes or goes on from a chosen start. Noise comes from
+    ``noise(x)``, the global generator by default.
+    """
+
+    def __init__(self, diffusion: Diffusion, denoise: Denoiser, x: Tensor, start: int, sampler: str = "ddpm",
+                 eta: float = 0.0, noise: Noise = torch.randn_like) -> None:
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if not -1 <= start < diffusion.num_timesteps:
+            raise ValueError(f"start step {start} is outside the schedule's {diffusion.num_timesteps} steps")
+        self.diffusion, self.denoise, self.x, self.t = diffusion, denoise, x, start
+        self.sampler, self.eta, self.noise = sampler, eta, noise
+
+    def __iter__(self) -> Iterator[Denoised]:
+        return self
+
+    def __next__(self) -> Denoised:
+        if self.t < 0:
+            raise StopIteration
+        return self.step()
+
+    def step(self, denoise: Denoiser | None = None) -> Denoised:
+        """Take the next step with ``denoise`` (by default the loop's own) and move x to its sample."""
+        if self.t < 0:
+            raise ValueError("the sampling loop has already reached step 0")
+        denoise = denoise or self.denoise
+        t = torch.full((self.x.shape[0],), self.t, dtype=torch.long, device=self.x.device)
+        # Only the step runs without autograd; a guided denoiser turns it back on for its gradient.
+        with torch.no_grad():
+            if self.sampler == "ddpm":
+                out = ddpm_step(self.diffusion, denoise, self.x, t, self.noise)
+            else:
+                out = ddim_step(self.diffusion, denoise, self.x, t, self.eta, self.noise)
+        out["t"] = self.t
+        self.x, self.t = out["sample"], self.t - 1
+        return out
 
 
 def sample_steps(diffusion: Diffusion, denoise: Denoiser, shape: Sequence[int], sampler: str = "ddpm",
                  skip_steps: int = 0, init: Tensor | None = None, generator: torch.Generator | None = None,
-                 eta: float = 0.0) -> Iterator[dict[str, Tensor | int]]:
-    """Run the sampler from step ``num_timesteps - 1 - skip_steps`` down to 0, yielding after each step.
+                 eta: float = 0.0) -> SamplingLoop:
+    """The loop from step ``num_timesteps - 1 - skip_steps`` down to 0, from a start drawn here.
 
     The start is ``init`` (zeros when skipping without one) noised to that step, or pure noise when starting
-    from the top. Each item holds ``t`` (the respaced step just taken), ``sample`` and ``pred_xstart``. All
-    noise comes from ``generator``, so a seeded generator reproduces a run. Arguments are checked at the
-    call, not at the first iteration.
+    from the top. All noise comes from ``generator``, so a seeded generator reproduces a run. Arguments are
+    checked at the call, not at the first iteration.
     """
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     if not 0 <= skip_steps < diffusion.num_timesteps:
         raise UserError(f"skip_steps {skip_steps} leaves no step of {diffusion.num_timesteps} to run: "
                         f"use 0 to {diffusion.num_timesteps - 1}")
     device = init.device if init is not None else (generator.device if generator is not None else None)
     dtype = init.dtype if init is not None else torch.float32
 
-    def randn() -> Tensor:
-        drawn = torch.randn(tuple(shape), generator=generator, dtype=dtype,
-                            device=generator.device if generator is not None else device)
-        return drawn.to(device)
+    def noise(like: Tensor) -> Tensor:
+        drawn = torch.randn(tuple(like.shape), generator=generator, dtype=like.dtype,
+                            device=generator.device if generator is not None else like.device)
+        return drawn.to(like.device)
 
     start = diffusion.num_timesteps - 1 - skip_steps
-    x = randn()
+    x = noise(torch.empty(tuple(shape), dtype=dtype, device=device))
     if init is not None or skip_steps:
         x0 = init if init is not None else torch.zeros_like(x)
         x = diffusion.q_sample(x0, torch.full((shape[0],), start, dtype=torch.long, device=x.device), x)
-    return _run_steps(diffusion, denoise, x, start, sampler, eta, randn)
-
-
-def _run_steps(diffusion: Diffusion, denoise: Denoiser, x: Tensor, start: int, sampler: str, eta: float,
-               randn: Callable[[], Tensor]) -> Iterator[dict[str, Tensor | int]]:
-    for step in range(start, -1, -1):
-        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        # Only the step runs without autograd; a guided denoiser turns it back on for its gradient.
-        with torch.no_grad():
-            if sampler == "ddpm":
-                out = ddpm_step(diffusion, denoise, x, t, randn())
-            else:
-                out = ddim_step(diffusion, denoise, x, t, eta, randn() if eta else None)
-        x = out["sample"]
-        yield {"t": step, **out}
+    return SamplingLoop(diffusion, denoise, x, start, sampler, eta, noise)
 
 
 def sample_loop(diffusion: Diffusion, denoise: Denoiser, shape: Sequence[int], sampler: str = "ddpm",
@@ -339,7 +368,7 @@ def sample_loop(diffusion: Diffusion, denoise: Denoiser, shape: Sequence[int], s
     estimate from ``init`` noised to step 0, i.e. ``init`` up to noise of std sqrt((1 - alpha-bar_0) /
     alpha-bar_0) (about 0.01 for the linear schedule) passed through the model.
     """
-    final = None
-    for out in sample_steps(diffusion, denoise, shape, sampler, skip_steps, init, generator, eta):
-        final = out["sample"]
-    return final  # type: ignore[return-value]
+    loop = sample_steps(diffusion, denoise, shape, sampler, skip_steps, init, generator, eta)
+    for _ in loop:
+        pass
+    return loop.x

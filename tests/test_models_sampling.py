@@ -1,4 +1,5 @@
-"""Diffusion maths: schedules, respacing, posterior, samplers and guidance, plus live checks against the reference."""
+"""Diffusion maths: schedules, respacing, posterior, samplers and the sampling loop, plus live checks against the
+reference (guided steps included)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from conftest import require_reference
 from tiny_unet import randomize_, tiny_unet_config
 
 from artgen.errors import UserError
-from artgen.models.diffusion import (
+from artgen.guidance import apply_gradient
+from artgen.models.sampling import (
     Diffusion,
+    SamplingLoop,
     beta_schedule,
     create_diffusion,
     ddim_step,
     ddpm_step,
-    guided_denoise,
+    denoiser,
     sample_loop,
     sample_steps,
     space_timesteps,
@@ -173,86 +176,76 @@ def test_fixed_variances(variance: str, table: str) -> None:
 def test_oracle_denoiser_recovers_the_image(sampler: str) -> None:
     diffusion = create_diffusion(1000, "linear", "20")
     x0 = torch.rand(1, 3, 8, 8) * 1.6 - 0.8
-    denoise = guided_denoise(diffusion, _oracle(diffusion, x0))
+    denoise = denoiser(diffusion, _oracle(diffusion, x0))
     result = sample_loop(diffusion, denoise, (1, 3, 8, 8), sampler, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(result, x0, atol=1e-4, rtol=0)
 
 
 def test_ddim_eta_zero_is_deterministic_and_needs_no_noise() -> None:
     diffusion = create_diffusion(1000, "linear", "10")
-    denoise = guided_denoise(diffusion, _zero_eps_model)
+    denoise = denoiser(diffusion, _zero_eps_model)
     x_t, t = torch.randn(SHAPE), torch.tensor([5, 5])
-    out = ddim_step(diffusion, denoise, x_t, t)
+    out = ddim_step(diffusion, denoise, x_t, t, noise=lambda like: pytest.fail("eta 0 drew noise"))
     ab, ab_prev = diffusion.alphas_cumprod[5], diffusion.alphas_cumprod_prev[5]
     pred = (x_t / math.sqrt(ab)).clamp(-1, 1)
     eps = (x_t / math.sqrt(ab) - pred) / math.sqrt(1 / ab - 1)
     torch.testing.assert_close(out["sample"], pred * math.sqrt(ab_prev) + math.sqrt(1 - ab_prev) * eps)
-    with pytest.raises(ValueError, match="noise"):
-        ddim_step(diffusion, denoise, x_t, t, eta=1.0)
 
 
 def test_ddpm_step_adds_no_noise_at_the_last_step() -> None:
     diffusion = create_diffusion(1000, "linear", "10")
-    denoise = guided_denoise(diffusion, _zero_eps_model)
+    denoise = denoiser(diffusion, _zero_eps_model)
     x_t, noise = torch.randn(SHAPE), torch.randn(SHAPE)
-    last = ddpm_step(diffusion, denoise, x_t, torch.tensor([0, 0]), noise)
+    last = ddpm_step(diffusion, denoise, x_t, torch.tensor([0, 0]), lambda like: noise)
     torch.testing.assert_close(last["sample"], denoise(x_t, torch.tensor([0, 0]))["mean"])
-    mid = ddpm_step(diffusion, denoise, x_t, torch.tensor([4, 4]), noise)
+    mid = ddpm_step(diffusion, denoise, x_t, torch.tensor([4, 4]), lambda like: noise)
     assert (mid["sample"] - denoise(x_t, torch.tensor([4, 4]))["mean"]).abs().mean() > 1e-3
 
 
-@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.7)])
-def test_zero_guidance_equals_unguided_exactly(tiny_model: torch.nn.Module, sampler: str, eta: float) -> None:
-    diffusion = create_diffusion(1000, "linear", "6")
-    calls = []
-
-    def zero_grad(x: torch.Tensor, t: torch.Tensor, out: dict) -> torch.Tensor:
-        calls.append(out["pred_xstart"].requires_grad)
-        return torch.zeros_like(x)
-
-    def run(cond_fn) -> torch.Tensor:  # noqa: ANN001
-        denoise = guided_denoise(diffusion, tiny_model, cond_fn)
-        return sample_loop(diffusion, denoise, SHAPE, sampler, generator=torch.Generator().manual_seed(1), eta=eta)
-
-    plain, guided = run(None), run(zero_grad)
-    assert torch.equal(plain, guided)
-    assert calls == [True] * 6  # cond_fn ran every step and could differentiate through the model
-
-
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_guidance_pulls_samples_along_the_gradient(tiny_model: torch.nn.Module, sampler: str) -> None:
-    diffusion = create_diffusion(1000, "linear", "6")
-
-    def toward_bright(x: torch.Tensor, t: torch.Tensor, out: dict) -> torch.Tensor:
-        return torch.full_like(x, 20.0)
-
-    def run(cond_fn) -> torch.Tensor:  # noqa: ANN001
-        denoise = guided_denoise(diffusion, tiny_model, cond_fn)
-        return sample_loop(diffusion, denoise, SHAPE, sampler, generator=torch.Generator().manual_seed(2))
-
-    assert run(toward_bright).mean() > run(None).mean() + 0.1
-
-
-def test_guided_denoise_shifts() -> None:
+@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.5)])
+def test_steps_draw_their_noise_after_the_denoiser_has_run(sampler: str, eta: float) -> None:
+    """A guided denoiser draws random cutouts of its own: they must come first, as the noise always did."""
     diffusion = create_diffusion(1000, "linear", "10")
-    # float64: at step 8, x_t / sqrt(alpha-bar) is about 50 x_t, so two float32 routes to pred_xstart differ
-    # by more than assert_close's float32 tolerance on some draws
-    noise = torch.Generator().manual_seed(5)
-    x_t, grad = (torch.randn(SHAPE, generator=noise, dtype=torch.float64) for _ in range(2))
-    t = torch.tensor([3, 8])
-    plain = guided_denoise(diffusion, _zero_eps_model)(x_t, t)
-    guided = guided_denoise(diffusion, _zero_eps_model, lambda x, t, out: grad)(x_t, t)
-    torch.testing.assert_close(guided["mean"], plain["mean"] + plain["variance"] * grad)
-    scale = torch.tensor(np.sqrt(1 - diffusion.alphas_cumprod[[3, 8]])).view(2, 1, 1, 1)
-    torch.testing.assert_close(guided["eps"], plain["eps"] - scale * grad)
-    torch.testing.assert_close(guided["pred_xstart"], diffusion.predict_xstart_from_eps(x_t, t, guided["eps"]))
-    assert not any(v.requires_grad for v in guided.values())
+    plain, calls = denoiser(diffusion, _zero_eps_model), []
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> dict:
+        calls.append("denoise")
+        return plain(x, t)
+
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        calls.append("noise")
+        return torch.zeros_like(like)
+
+    SamplingLoop(diffusion, denoise, torch.randn(SHAPE), 5, sampler, eta, noise).step()
+    assert calls == ["denoise", "noise"]
+
+
+def test_the_loop_takes_each_step_with_the_denoiser_it_is_given_and_goes_on_from_any_state(
+        tiny_model: torch.nn.Module) -> None:
+    diffusion = create_diffusion(1000, "linear", "6")
+    plain = denoiser(diffusion, tiny_model)
+    brighter = lambda x, t: {**plain(x, t), "mean": plain(x, t)["mean"] + 1, "loss": torch.tensor(2.0)}  # noqa: E731
+    x = torch.randn(SHAPE)
+    torch.manual_seed(0)
+    loop = SamplingLoop(diffusion, plain, x, 5)
+    first, second = loop.step(), loop.step(brighter)
+    assert (first["t"], second["t"], loop.t) == (5, 4, 3) and second["loss"] == 2.0 and "loss" not in first
+    rest = [out["t"] for out in loop]
+    assert rest == [3, 2, 1, 0] and loop.t == -1
+    with pytest.raises(ValueError, match="already reached step 0"):
+        loop.step()
+    torch.manual_seed(0)
+    again = SamplingLoop(diffusion, plain, x, 5)
+    again.step()
+    resumed = SamplingLoop(diffusion, plain, again.x, again.t)  # rebuilt mid-way: goes on the same
+    resumed.step(brighter)
+    assert torch.equal(resumed.x, second["sample"])
 
 
 def test_skip_all_but_last_step_returns_init_within_step_noise() -> None:
     diffusion = create_diffusion(1000, "linear", "25")
     init = torch.rand(SHAPE) * 1.8 - 0.9
-    denoise = guided_denoise(diffusion, _zero_eps_model)
+    denoise = denoiser(diffusion, _zero_eps_model)
     result = sample_loop(diffusion, denoise, SHAPE, "ddim", skip_steps=24, init=init,
                          generator=torch.Generator().manual_seed(3))
     alpha_bar = diffusion.alphas_cumprod[0]
@@ -264,7 +257,7 @@ def test_skip_all_but_last_step_returns_init_within_step_noise() -> None:
 
 def test_sample_steps_yields_every_remaining_step_and_is_reproducible() -> None:
     diffusion = create_diffusion(1000, "linear", "8")
-    denoise = guided_denoise(diffusion, _zero_eps_model)
+    denoise = denoiser(diffusion, _zero_eps_model)
     init = torch.zeros(SHAPE)
     steps = list(sample_steps(diffusion, denoise, SHAPE, "ddpm", skip_steps=3, init=init,
                               generator=torch.Generator().manual_seed(4)))
@@ -276,7 +269,7 @@ def test_sample_steps_yields_every_remaining_step_and_is_reproducible() -> None:
 
 def test_sampler_argument_errors() -> None:
     diffusion = create_diffusion(1000, "linear", "8")
-    denoise = guided_denoise(diffusion, _zero_eps_model)
+    denoise = denoiser(diffusion, _zero_eps_model)
     with pytest.raises(UserError, match="unknown sampler 'plms'"):
         sample_steps(diffusion, denoise, SHAPE, "plms")
     for skip in (8, 9, -1):
@@ -313,6 +306,14 @@ class _FixedOutputModel:
         return self.output
 
 
+def _denoiser(diffusion: Diffusion, model: _FixedOutputModel, grad: torch.Tensor | None):  # noqa: ANN202
+    """Our denoiser, guided (as the reference's cond_fn guides) by a fixed gradient when one is given."""
+    plain = denoiser(diffusion, model)
+    if grad is None:
+        return plain
+    return lambda x, t: apply_gradient(diffusion, plain(x, t), x, t, grad)
+
+
 @pytest.mark.parametrize("learn_sigma", [True, False])
 def test_q_sample_and_p_mean_variance_match_reference(learn_sigma: bool) -> None:
     reference = _reference_diffusion("50", learn_sigma)
@@ -340,9 +341,7 @@ def test_ddim_step_matches_reference(eta: float, guided: bool) -> None:
     expected = reference.ddim_sample(model, x_t, t, eta=eta, model_kwargs={},
                                      cond_fn=(lambda x, ts, **kw: grad) if guided else None)
     torch.manual_seed(11)
-    noise = torch.randn_like(x_t)
-    denoise = guided_denoise(ours, model, (lambda x, ts, out: grad) if guided else None)
-    got = ddim_step(ours, denoise, x_t, t, eta=eta, noise=noise)
+    got = ddim_step(ours, _denoiser(ours, model, grad if guided else None), x_t, t, eta=eta)
     torch.testing.assert_close(got["sample"], expected["sample"], atol=1e-5, rtol=1e-5)
     if not guided:
         torch.testing.assert_close(got["pred_xstart"], expected["pred_xstart"], atol=1e-5, rtol=1e-5)
@@ -359,7 +358,5 @@ def test_ddpm_step_matches_reference(guided: bool) -> None:
     expected = reference.p_sample(model, x_t, t, model_kwargs={},
                                   cond_fn=(lambda x, ts, **kw: grad) if guided else None)
     torch.manual_seed(12)
-    noise = torch.randn_like(x_t)
-    denoise = guided_denoise(ours, model, (lambda x, ts, out: grad) if guided else None)
-    got = ddpm_step(ours, denoise, x_t, t, noise)
+    got = ddpm_step(ours, _denoiser(ours, model, grad if guided else None), x_t, t)
     torch.testing.assert_close(got["sample"], expected["sample"], atol=1e-5, rtol=1e-5)
