@@ -3,11 +3,15 @@
     import artgen
     result = artgen.generate(prompts=["a lighthouse at dusk"], steps=100)
     print(result.path)
+
+Design: the public API is two functions over settings: ``generate`` and ``animate`` take a Settings (see
+``build_settings``) or keyword settings by their flag names, and return what they wrote. The CLI, presets and
+PNG recipes use the same names. Heavy modules (torch models, CLIP) load only when a run starts.
 """
 
 __version__ = "0.1.0"
 
-from .settings import Settings  # noqa: E402
+from .settings import AnimationSettings, RunSettings, Settings, build_settings  # noqa: E402
 
 
 def generate(settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
@@ -24,4 +28,4 @@ def animate(settings: "Settings | None" = None, preset: "str | None" = None, pro
     return run_animate(settings, preset=preset, progress=progress, **overrides)
 
 
-__all__ = ["Settings", "animate", "generate", "__version__"]
+__all__ = ["AnimationSettings", "RunSettings", "Settings", "animate", "build_settings", "generate", "__version__"]

@@ -121,3 +121,12 @@ def test_load_vqgan_model_from_local_files(tmp_path):
     assert isinstance(model, VQGAN) and not model.training
     with pytest.raises(UsageError, match="unknown vqgan name 'nope'"):
         factory.load_vqgan_model("nope", None, None, CPU)
+
+
+def test_a_missing_prior_checkpoint_names_the_prior_flag(tmp_path, monkeypatch):
+    """Offline, the VQGAN's prior model is named with the prior's own flag for a local file, not the diffusion one."""
+    monkeypatch.setenv("ARTGEN_HOME", str(tmp_path))
+    monkeypatch.setattr(hub, "reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(UserError, match=r"--prior-checkpoint PATH") as raised:
+        factory.load_unet_model("256x256_diffusion_uncond", None, None, torch.device("cpu"), False, "--prior-config")
+    assert "--diffusion-checkpoint" not in str(raised.value)

@@ -82,5 +82,6 @@ def load_unet_model(model: str, checkpoint: str | Path | None, config_path: str 
     config = unet_config(model, config_path, config_flag)
     if device.type == "cuda" and fp16:
         config = dataclasses.replace(config, use_fp16=True)
-    path = Path(checkpoint) if checkpoint else hub.resolve(model, "checkpoint", kind="diffusion")
+    local = config_flag.replace("-config", "-checkpoint") + " PATH"  # --prior-checkpoint for the VQGAN's prior
+    path = Path(checkpoint) if checkpoint else hub.resolve(model, "checkpoint", kind="diffusion", local_flags=local)
     return load_unet(path, config, map_location=device)

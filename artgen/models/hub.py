@@ -142,13 +142,15 @@ class DownloadFailed(UserError):
         self.reason = reason
 
 
-def resolve(name: str, role: str, kind: str | None = None) -> Path:
+def resolve(name: str, role: str, kind: str | None = None, local_flags: str | None = None) -> Path:
     """The local path of a known model's file, downloading it into the cache first when it is missing."""
-    return resolve_all(name, kind, (role,))[role]
+    return resolve_all(name, kind, (role,), local_flags)[role]
 
 
-def resolve_all(name: str, kind: str | None = None, roles: tuple[str, ...] | None = None) -> dict[str, Path]:
-    """Local paths of a known model's files (all, or ``roles``), downloading the missing ones.
+def resolve_all(name: str, kind: str | None = None, roles: tuple[str, ...] | None = None,
+                local_flags: str | None = None) -> dict[str, Path]:
+    """Local paths of a known model's files (all, or ``roles``), downloading the missing ones; ``local_flags``
+    names the flags that give local files instead (default: the kind's usual ones).
 
     Without network this fails at once (a short reachability probe, no retries) and names every missing
     file with its URL and the path to place it at, so that one trip to a connected machine is enough.
@@ -168,7 +170,7 @@ def resolve_all(name: str, kind: str | None = None, roles: tuple[str, ...] | Non
             except DownloadFailed as error:
                 reason = error.reason
         left = [(model.files[r].url, paths[r]) for r in missing if not paths[r].is_file()]
-        raise UserError(fetch_by_hand(name, reason, left, LOCAL_FLAGS.get(model.kind)))
+        raise UserError(fetch_by_hand(name, reason, left, local_flags or LOCAL_FLAGS.get(model.kind)))
     return paths
 
 
