@@ -24,7 +24,7 @@ from .errors import UsageError
 from .images import load_image, pil_to_tensor
 from .perceptor import Perceptor
 from .prompts import Prompt, parse_prompts, prompt_loss, warn_non_finite_tails
-from .settings import Settings
+from .settings import RunSettings
 
 PROMPT_IMAGE_SIDE = 1024  # image prompts larger than twice this are shrunk on reading (CLIP sees 224-448)
 SCHEDULE_PARTS = 1000  # cut schedules split the run into thousandths, as Disco Diffusion's do
@@ -53,7 +53,7 @@ class CutPlan:
     inner: list[int] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "CutPlan":
+    def from_settings(cls, settings: RunSettings) -> "CutPlan":
         if not settings.cut_overview and not settings.cut_innercut:
             return cls(settings.cutn)
         overview = parse_cut_schedule(settings.cut_overview or "[0]*1000", "cut-overview")
@@ -156,13 +156,13 @@ class Objective:
         return sum(t.weight * t.score(image.clamp(0, 1)) for t in self.targets) / weights
 
 
-def cutout_settings(settings: Settings) -> CutoutSettings:
+def cutout_settings(settings: RunSettings) -> CutoutSettings:
     return CutoutSettings(cutn=settings.cutn, cut_pow=settings.cut_pow, flip=settings.aug_flip,
                           affine=settings.aug_affine, perspective=settings.aug_perspective,
                           jitter=settings.aug_jitter, noise=settings.aug_noise)
 
 
-def build_objective(settings: Settings, perceptors: list[Perceptor], device: torch.device,
+def build_objective(settings: RunSettings, perceptors: list[Perceptor], device: torch.device,
                     texts: list[Prompt] | None = None,
                     clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> Objective:
     """Embed every text and image prompt once per CLIP model and wire up the regularizers.
