@@ -65,7 +65,7 @@ def parse_clip_spec(text: str, checkpoint: str | None = None) -> ClipSpec:
 def with_bundled_weights(spec: ClipSpec) -> ClipSpec:
     """A bundled CLIP (such as shapes-clip): register its config; use its weights unless a checkpoint is given.
 
-    A checkpoint of the same architecture (say, one retrained with training/train_clip.py) then loads by name.
+    A checkpoint of the same architecture (say, one retrained with lab/training/train_clip.py) then loads by name.
     """
     known = hub.KNOWN_MODELS.get(spec.model)
     if known is None or known.kind != "clip":

@@ -22,9 +22,7 @@ import torch
 from torch import Tensor
 
 from artgen.loop import optimize
-from artgen.objective import build_objective
-from artgen.perceptor import load_perceptors
-from artgen.run import prepare
+from artgen.session import Session
 from artgen.settings import build_settings
 from artgen.speed import precision_context
 
@@ -43,11 +41,12 @@ def final_loss(prompt: str, seed: int, steps: int, threads: int | None = None, *
     would double the run time of this benchmark and of the suite's test that uses it. At tv_scale 50, the preset's
     smoothing until 2026-12-06, where the figures in RESULTS.md and the suite's tolerance were measured.
     """
-    settings, device, cls, specs = prepare(build_settings("offline-vqgan", overrides={
-        "prompts": [prompt], "steps": steps, "seed": seed, "prior_scale": 0.0, "tv_scale": 50.0, **fast}))
-    objective = build_objective(settings, load_perceptors(specs, device), device)
+    session = Session(build_settings("offline-vqgan", overrides={
+        "prompts": [prompt], "steps": steps, "seed": seed, "prior_scale": 0.0, "tv_scale": 50.0, **fast}), False)
+    settings, device = session.settings, session.device
+    objective = session.objective()
     torch.manual_seed(settings.seed)
-    generator = cls.from_settings(settings, device)
+    generator = session.generator()
     with thread_count(threads):
         for _ in optimize(generator, objective, forward_context=precision_context(settings.precision, device)):
             pass

@@ -30,7 +30,9 @@ from artgen.loop import optimize  # noqa: E402
 from artgen.models.vqgan import VQGAN  # noqa: E402
 from artgen.objective import build_objective  # noqa: E402
 from artgen.perceptor import ClipSpec, load_perceptor  # noqa: E402
-from artgen.settings import Settings  # noqa: E402
+from artgen.generators import Canvas  # noqa: E402
+from artgen.settings import build_settings  # noqa: E402
+from artgen.speed import to_channels_last  # noqa: E402
 from artgen.speed import precision_context  # noqa: E402
 
 PROMPT = "a lighthouse at dusk"
@@ -46,20 +48,23 @@ def time_baseline(size: int, cutn: int, clip: str, steps: int, device: torch.dev
     clip_model = open_clip.create_model(clip, pretrained=None).to(device).eval().requires_grad_(False)
     with torch.no_grad():
         text = clip_model.encode_text(open_clip.get_tokenizer(clip)([PROMPT]).to(device)).float()
-    settings = Settings(prompts=[PROMPT], width=size, height=size).validate()
-    loop = PlainVQGANLoop(model, initial_latent(model, settings, size, size, device),
+    loop = PlainVQGANLoop(model, initial_latent(model, "random", 1, size, size, device),
                           PlainCLIPLoss(clip_model, text, clip_model.visual.image_size[0], cutn))
     seconds = time_steps(loop.step, steps, warmup=1, device=device)
     return seconds, peak_memory_mib(device)
 
 
 def time_artgen(size: int, cutn: int, clip: str, steps: int, device: torch.device, **fast) -> tuple[float, float]:
-    settings = Settings(prompts=[PROMPT], width=size, height=size, cutn=cutn, steps=10**6, clip_guidance_scale=1.0,
-                        **fast).validate()
+    settings = build_settings(None, None, dict(prompts=[PROMPT], width=size, height=size, cutn=cutn, steps=10**6,
+                                               clip_guidance_scale=1.0, **fast))
     model = vqgan(device)
-    generator = VQGANGenerator.from_settings(settings, device, model=model)
-    perceptor = load_perceptor(ClipSpec(clip, None), device, settings.channels_last, settings.compile)
-    objective = build_objective(settings, [perceptor], device)
+    run = settings.run
+    model.decoder.checkpointing = run.checkpointing
+    canvas = Canvas(size, size, 1, run.steps, device, run.channels_last, run.compile, run.checkpointing)
+    generator = VQGANGenerator(to_channels_last(model, run.channels_last),
+                               initial_latent(model, "random", 1, size, size, device), settings.options, canvas)
+    perceptor = load_perceptor(ClipSpec(clip, None), device, run.channels_last, run.compile)
+    objective = build_objective(run, [perceptor], device)
     states = optimize(generator, objective, forward_context=precision_context(settings.precision, device))
     seconds = time_steps(lambda: next(states), steps, warmup=2 if settings.compile else 1, device=device)
     return seconds, peak_memory_mib(device)

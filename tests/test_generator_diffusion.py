@@ -11,7 +11,11 @@ from tiny_unet import tiny_unet_config, write_tiny_unet_checkpoint
 from artgen.errors import UsageError, UserError
 from artgen.generators.diffusion import DiffusionGenerator
 from artgen.loop import Guide, optimize
-from artgen.settings import Settings
+from artgen.generators import Canvas
+from artgen.images import read_init_image
+from artgen.settings import build_settings
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +31,19 @@ def diffusion_settings(tiny_files, **overrides):
     config, checkpoint = tiny_files
     values = dict(prompts=["x"], generator="diffusion", diffusion_config=str(config),
                   diffusion_checkpoint=str(checkpoint), width=32, height=32, steps=6, seed=0)
-    return Settings(**{**values, **overrides}).validate()
+    return build_settings(None, None, {**values, **overrides})
+
+
+def make(settings):
+    """The generator of ``settings`` on the CPU, as a run builds it (with the init image decoded)."""
+    run = settings.run
+    init = read_init_image(run.init_image, run.width, run.height) if run.init_image else None
+    return DiffusionGenerator.create(settings.options, Canvas(run.width, run.height, run.batch, run.steps, CPU), init)
 
 
 def run(settings, objective):
     torch.manual_seed(settings.seed)
-    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    generator = make(settings)
     for _ in optimize(generator, objective):
         pass
     return generator.snapshot()
@@ -56,7 +67,7 @@ def first_step_push(settings, scale):
     samples = []
     for objective in (brightness(0.0), brightness(scale)):
         torch.manual_seed(settings.seed)
-        generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+        generator = make(settings)
         generator.step(Guide(objective, 0.0))
         samples.append(generator.x)
     return (samples[1] - samples[0]).square().mean().sqrt().item(), generator
@@ -66,7 +77,7 @@ def test_clamp_by_signal_shrinks_the_push_by_sqrt_alpha_bar(tiny_files):
     """A strong loss hits the RMS limit; with --clamp-by-signal the limit, so the push, is sqrt(alpha-bar) times it."""
     settings = diffusion_settings(tiny_files, clamp_max=0.2)
     plain, _ = first_step_push(settings, 5000.0)
-    scaled, generator = first_step_push(dataclasses.replace(settings, clamp_by_signal=True), 5000.0)
+    scaled, generator = first_step_push(settings.replace(clamp_by_signal=True), 5000.0)
     alpha_bar = float(generator.diffusion.alphas_cumprod[generator.timesteps[0]])
     assert plain > 0.01
     assert scaled == pytest.approx(plain * alpha_bar**0.5, rel=1e-3)
@@ -77,7 +88,7 @@ def test_same_seed_same_image(tiny_files, sampler):
     settings = diffusion_settings(tiny_files, sampler=sampler)
     first, second = run(settings, brightness(1.0)), run(settings, brightness(1.0))
     assert torch.equal(first, second)
-    other = run(dataclasses.replace(settings, seed=1), brightness(1.0))
+    other = run(settings.replace(seed=1), brightness(1.0))
     assert not torch.equal(first, other)
 
 
@@ -101,7 +112,7 @@ def test_batch_draws_several_images(tiny_files):
 def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
     settings = diffusion_settings(tiny_files, steps=10, preselect=4)
     torch.manual_seed(settings.seed)
-    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    generator = make(settings)
     scored = []
 
     def score(images):
@@ -119,7 +130,7 @@ def test_preselect_goes_on_from_the_start_scored_best(tiny_files):
 def test_preselect_of_a_batch_keeps_the_best_starts_in_score_order(tiny_files):
     settings = diffusion_settings(tiny_files, steps=10, batch=2, preselect=3)
     torch.manual_seed(settings.seed)
-    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    generator = make(settings)
     scored = []
 
     def score(images):
@@ -134,7 +145,7 @@ def test_preselect_of_a_batch_keeps_the_best_starts_in_score_order(tiny_files):
 def test_preselect_by_preview_goes_on_from_the_best_finished_picture_noised_back(tiny_files):
     settings = diffusion_settings(tiny_files, steps=10, skip_steps=2, preselect=4, preselect_preview=3)
     torch.manual_seed(settings.seed)
-    generator = DiffusionGenerator.from_settings(settings, torch.device("cpu"))
+    generator = make(settings)
     unet, model_steps, scored = generator.unet, [], []
     generator.unet = lambda x, t: model_steps.append(t.tolist()) or unet(x, t)
 
@@ -157,7 +168,7 @@ def test_preselect_by_preview_goes_on_from_the_best_finished_picture_noised_back
 
 @pytest.mark.parametrize("overrides", [{"skip_steps": 5, "preselect": 4}, {"preselect": 1}, {"preselect": 0}])
 def test_preselect_of_one_start_or_a_one_step_run_leaves_the_start_alone(tiny_files, overrides):
-    generator = DiffusionGenerator.from_settings(diffusion_settings(tiny_files, **overrides), torch.device("cpu"))
+    generator = make(diffusion_settings(tiny_files, **overrides))
     start = generator.x.clone()
     assert generator.begin(lambda images: images.mean(dim=(1, 2, 3)), progress=False) == 0
     assert torch.equal(generator.x, start) and generator.index == 0
@@ -171,7 +182,7 @@ def test_preselect_of_one_start_or_a_one_step_run_leaves_the_start_alone(tiny_fi
 ])
 def test_bad_diffusion_settings(tiny_files, overrides, error, message):
     with pytest.raises(error, match=message):
-        DiffusionGenerator.from_settings(diffusion_settings(tiny_files, **overrides), torch.device("cpu"))
+        make(diffusion_settings(tiny_files, **overrides))
 
 
 def test_unknown_sampler_is_a_usage_error(tiny_files):
