@@ -86,7 +86,7 @@ def test_save_every_writes_intermediate_frames(artgen, tiny_models):
 
 
 def test_ctrl_c_saves_the_current_image(artgen, tiny_models, monkeypatch):
-    import artgen.run as run_module
+    import artgen.session as session_module
 
     def interrupted_after_two(generator, objective, **options):
         for state in optimize(generator, objective, **options):
@@ -94,7 +94,7 @@ def test_ctrl_c_saves_the_current_image(artgen, tiny_models, monkeypatch):
             if state.step == 2:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "optimize", interrupted_after_two)
+    monkeypatch.setattr(session_module, "optimize", interrupted_after_two)
     result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "10", "-o", "stopped.png", "--quiet")
     assert result.code == 130
     assert "interrupted after step 2 of 10" in result.err and "stopped.png" in result.err

@@ -13,12 +13,12 @@ LAST_FRAME_STRENGTH = {"diffusion-drift.yaml": 0.6, "vqgan-zoom.yaml": 0.3}
 
 
 def test_there_is_an_animation_recipe_per_generator():
-    assert {build_settings(str(path)).generator for path in EXAMPLES} >= {"vqgan", "diffusion"}
+    assert {build_settings(str(path), animation=True).generator for path in EXAMPLES} >= {"vqgan", "diffusion"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_recipe_is_valid(path):
-    settings = build_settings(str(path))
+    settings = build_settings(str(path), animation=True)
     assert settings.frames > 0
     plan = FramePlan.from_settings(settings, settings.frames)
     assert path.name in LAST_FRAME_STRENGTH, "a new example: add its last frame's strength to LAST_FRAME_STRENGTH"
