@@ -231,8 +231,10 @@ def _one_line(value: Any) -> str:
 @cli.command()
 def presets() -> None:
     """List the bundled presets."""
-    for name in preset_names():
-        click.echo(f"{name:12} {preset_description(name)}")
+    names = preset_names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        click.echo(f"{name:{width}}  {preset_description(name)}")
 
 
 @cli.group()
