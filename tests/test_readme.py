@@ -89,9 +89,12 @@ def runnable(words: list[str], tiny) -> list[str] | str:
     preset = args[args.index("--preset") + 1] if "--preset" in args else None
     if preset in OFFLINE_PRESETS:
         return [*kept, *OFFLINE_PRESETS[preset], "--quiet"]
-    diffusion = "diffusion" in (args[args.index("--generator") + 1] if "--generator" in args else
-                                load_preset(preset).get("generator", "") if preset else "")
-    tiny_flags = tiny.diffusion_flags if diffusion else tiny.vqgan_flags
+    generator = (args[args.index("--generator") + 1] if "--generator" in args else
+                 load_preset(preset).get("generator", "vqgan") if preset else "vqgan")
+    diffusion = generator == "diffusion"
+    # generators without a model of their own (pixels, ...) need only the tiny CLIP and a small size
+    tiny_flags = {"diffusion": tiny.diffusion_flags, "vqgan": tiny.vqgan_flags}.get(
+        generator, [*tiny.clip_flags, "--width", "32", "--height", "32", "--cutn", "4"])
     length = ["--timestep-respacing", "12"] if diffusion else ["--steps", "1"]
     per_frame = ["--steps-per-frame", "1"] if args[0] != "generate" else []
     return [*kept, *tiny_flags, *length, *per_frame, "--quiet"]

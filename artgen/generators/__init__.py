@@ -10,11 +10,13 @@ from __future__ import annotations
 from ..errors import UsageError
 from .base import Canvas, Generator, ModelCache, Options
 from .diffusion import DiffusionGenerator
+from .pixels import PixelsGenerator
 from .vqgan import VQGANGenerator
 
 GENERATORS: dict[str, type] = {
     "vqgan": VQGANGenerator,
     "diffusion": DiffusionGenerator,
+    "pixels": PixelsGenerator,
 }
 
 
