@@ -24,7 +24,7 @@ def test_help_groups_flags_under_their_generator(artgen):
     shown = artgen("generate", "--help").out
     headings = [line for line in shown.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert headings == ["Options:", "Common options:", "VQGAN options (--generator vqgan):",
-                        "Diffusion options (--generator diffusion):"]
+                        "Diffusion options (--generator diffusion):", "Pixel art options (--generator pixel-art):"]
     vqgan_part = shown.split("VQGAN options")[1].split("Diffusion options")[0]
     assert "--lr" in vqgan_part and "--prior-scale" in vqgan_part and "--sampler" not in vqgan_part
     assert "Animation options:" in artgen("animate", "--help").out
