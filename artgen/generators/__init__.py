@@ -10,12 +10,14 @@ from __future__ import annotations
 from ..errors import UsageError
 from .base import Canvas, Generator, ModelCache, Options
 from .diffusion import DiffusionGenerator
+from .pixel_art import PixelArtGenerator
 from .pixels import PixelsGenerator
 from .vqgan import VQGANGenerator
 
 GENERATORS: dict[str, type] = {
     "vqgan": VQGANGenerator,
     "diffusion": DiffusionGenerator,
+    "pixel-art": PixelArtGenerator,
     "pixels": PixelsGenerator,
 }
 
