@@ -87,7 +87,7 @@ BAD_INPUTS = [
     (["generate"], 2, "nothing to aim for"),
     (["generate", "x", "--preset", "nope"], 2, "unknown preset 'nope'"),
     (["generate", "x", "--preset", "bad-preset.yaml"], 2, "not valid YAML"),
-    (["generate", "x", "--generator", "pixels"], 2, "unknown generator 'pixels'"),
+    (["generate", "x", "--generator", "plasma"], 2, "unknown generator 'plasma'"),
     (["generate", "x", "--steps", "0"], 2, "--steps must be a positive integer"),
     (["generate", "x", "--steps", "many"], 2, "'many' is not a valid integer"),
     (["generate", "x", "--width", "-16"], 2, "--width must be a positive integer"),

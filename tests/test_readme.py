@@ -67,7 +67,8 @@ def runnable(words: list[str], tiny) -> list[str] | str:
 
     Rules: listed SKIPPED commands are not run; artgen commands that need no weights run as written; drawing
     commands keep every flag except SUBSTITUTED ones, which are replaced by the tiny test models of
-    tests/conftest.py (32x32, one VQGAN step or twelve diffusion sampling steps, 4 cutouts). With an offline
+    tests/conftest.py (32x32, one VQGAN step or twelve diffusion sampling steps, 4 cutouts; generators with no
+    model of their own get only the tiny CLIP). With an offline
     preset the bundled models stay and only the run is shortened. An animation of LONG_ANIMATION frames or more
     runs a tenth of them, its key frames and fades divided alike. Anything else is an error: teach this function.
     """
