@@ -163,8 +163,9 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
     """Render a frame sequence (or stylize ``video_input``'s frames), then encode it as mp4 (and gif)."""
     if settings is None or settings.animation is None or preset or overrides:
         base = settings.to_dict() if settings is not None else None
-        settings = build_settings(preset, base, overrides, animation=True)
-    settings.validate()
+        settings = build_settings(preset, base, overrides, animation=True)  # validated there
+    else:
+        settings.validate()  # built by the caller, perhaps by hand
     if settings.run.batch != 1 or settings.run.candidates:
         raise UsageError("animations draw one image per frame: use them without --batch and --candidates")
     if not settings.video_input and settings.frames < 1:

@@ -88,10 +88,7 @@ class RunCommand(click.Command):
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        chosen = ctx.meta.get("artgen.generator")
-        for heading, records in _sections(self, ctx):
-            if chosen and heading.endswith(")") and f"(--generator {chosen})" not in heading:
-                continue  # another generator's options
+        for heading, records in _sections(self, ctx, ctx.meta.get("artgen.generator")):
             with formatter.section(heading):
                 formatter.write_dl(records)
 
@@ -299,10 +296,14 @@ def _commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]
     return found
 
 
-def _sections(command: click.Command, ctx: click.Context) -> list[tuple[str, list[tuple[str, str]]]]:
+def _sections(command: click.Command, ctx: click.Context,
+              generator: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(heading, help records) of a command's options; with ``generator``, other generators' are left out."""
     sections: dict[str, list[tuple[str, str]]] = {}
     for param in command.get_params(ctx):
         record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+        if generator and getattr(param, "generator", None) not in (None, generator):
+            continue
         if record is not None:
             sections.setdefault(getattr(param, "heading", "Options"), []).append(record)
     return list(sections.items())

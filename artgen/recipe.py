@@ -46,10 +46,10 @@ READS = {"init_image": ("init image", "--init-image"), "image_prompts": ("image 
 def applicable(recorded: dict[str, Any], animation: bool) -> dict[str, Any]:
     """A recipe in today's names with only the settings its generator takes (0.1.0 recorded every generator's),
     in recorded order: what ``show-settings`` prints as a preset."""
-    from .settings import split, _generator_of
+    from .settings import generator_of, split
 
     upgraded = upgrade_recipe(recorded)
-    run, options, frames = split(upgraded, _generator_of(upgraded), animation, "recipe", strict=False)
+    run, options, frames = split(upgraded, generator_of(upgraded), animation, "recipe", strict=False)
     kept = run | options | frames
     return {key: value for key, value in upgraded.items() if key in kept}
 

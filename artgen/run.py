@@ -60,8 +60,10 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
     """Run one optimization and write its PNGs: settings (or defaults), then a preset, then keyword overrides."""
     if settings is None or preset or overrides:
         base = settings.to_dict() if settings is not None else None
-        settings = build_settings(preset, base, overrides)
-    settings = with_seed(settings.validate())
+        settings = build_settings(preset, base, overrides)  # validated there
+    else:
+        settings.validate()  # built by the caller, perhaps by hand
+    settings = with_seed(settings)
     run = settings.run
     count = run.keep if run.candidates else run.batch
     ensure_writable(resolve_outputs(run.output, run, count, run.overwrite)[0].parent)

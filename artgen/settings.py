@@ -338,7 +338,7 @@ def split(values: dict[str, Any], generator: str, animation: bool, source: str,
     return parts
 
 
-def _generator_of(*sources: dict[str, Any] | None) -> str:
+def generator_of(*sources: dict[str, Any] | None) -> str:
     """The generator named last (flags over preset over recipe), else the default."""
     chosen = RunSettings().generator
     for values in sources:
@@ -359,7 +359,7 @@ def build_settings(preset: str | None = None, base: dict[str, Any] | None = None
 
     base = upgrade_recipe(base) if base else None
     preset_values = load_preset(preset) if preset else None
-    generator = _generator_of(base, preset_values, overrides)
+    generator = generator_of(base, preset_values, overrides)
     if generator not in generator_options():
         raise UsageError(f"unknown generator {generator!r}: choose one of {', '.join(generator_options())}")
     run, options = RunSettings(), generator_options()[generator]()
@@ -382,7 +382,7 @@ def check_recipe(values: dict[str, Any], source: str) -> None:
     from .recipe import upgrade_recipe
 
     values = upgrade_recipe(values)
-    generator = _generator_of(values)
+    generator = generator_of(values)
     if generator not in generator_options():
         raise UsageError(f"{source}: unknown generator {generator!r}")
     run, options, frames = split(values, generator, True, source, strict=False)
