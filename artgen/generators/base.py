@@ -35,6 +35,7 @@ class Canvas:
     channels_last: bool = False
     compile: bool = False
     checkpointing: bool = False
+    tile: bool = False  # --tile: the picture must continue across its borders (four copies show no seam)
 
 
 class ModelCache:
