@@ -114,6 +114,15 @@ def test_steps_keep_strokes_in_range_and_tiled_ones_on_the_canvas():
             assert (generator.points >= 0).all() and (generator.points <= size).all()
 
 
+def test_a_diverged_stroke_shows_in_the_picture_instead_of_crashing():
+    """NaN control points (a run that blew up) make a NaN picture, so the driver's divergence check stops it."""
+    generator = make(StrokesOptions(strokes=4))
+    assert not generator.render().isnan().any()
+    with torch.no_grad():
+        generator.points[0, 1, 2, 0] = float("nan")
+    assert generator.render().isnan().any()
+
+
 def test_the_loop_lowers_a_loss_and_state_dicts_restore():
     generator = make(StrokesOptions(strokes=8, strokes_lr=2.0))
     saved, start = generator.state_dict(), generator.snapshot()

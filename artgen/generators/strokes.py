@@ -23,6 +23,7 @@ copies.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -126,7 +127,10 @@ def stroke_coverage(line: Tensor, width: Tensor, xs: Tensor, ys: Tensor, softnes
 
 
 def _box(low: float, high: float, size: int, tile: bool, device: torch.device) -> Tensor:
-    """Pixel indices from floor(low) to ceil(high): within the canvas, or taken around it when tiling."""
+    """Pixel indices from floor(low) to ceil(high): within the canvas, or taken around it when tiling. A stroke
+    whose numbers are not finite (a diverged run) spans the canvas, so that the loss shows it."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return torch.arange(size, device=device)
     first, last = int(low // 1), int(-(-high // 1))
     if tile:
         return torch.arange(first, first + min(last - first, size), device=device) % size
