@@ -93,7 +93,7 @@ def _single(session: Session, count: int, run_log: RunLog) -> Result:
     loss = session.drive(generator, objective, save=_saver(settings, paths, generator))
     run_log.mark("optimize")
     images = generator.snapshot().cpu()
-    paths = _save_all(images, paths, settings, generator.num_steps, loss, _vectors(generator))
+    paths = _save_all(images, paths, settings, generator.num_steps, loss, svg_of(generator))
     return Result(paths, images, settings, loss)
 
 
@@ -101,11 +101,11 @@ def _saver(settings: Settings, paths: list[Path], generator: Any) -> Saver:
     """How the driver saves: intermediate pictures beside the outputs (NAME.stepN.png), else the outputs."""
     def save(images: Tensor, step: int, loss: float, intermediate: bool) -> list[Path]:
         targets = [step_path(p, step) for p in paths] if intermediate else paths
-        return _save_all(images, targets, settings, step, loss, _vectors(generator))
+        return _save_all(images, targets, settings, step, loss, svg_of(generator))
     return save
 
 
-def _vectors(generator: Any) -> Callable[[int], str | None]:
+def svg_of(generator: Any) -> Callable[[int], str | None]:
     """The generator's pictures as SVG documents by batch index, for a generator that draws vectors (its
     ``svg`` gives None unless its options asked for them); other generators have none."""
     return getattr(generator, "svg", lambda index: None)
@@ -130,7 +130,7 @@ def _candidates(session: Session) -> Result:
         loss = session.drive(generator, objective, f"candidate {index + 1}/{run.candidates}",
                              _saver(one, paths, generator))
         image = generator.snapshot()
-        drawn.append((objective.score(image).item(), image.cpu(), one, loss, _vectors(generator)(0)))
+        drawn.append((objective.score(image).item(), image.cpu(), one, loss, svg_of(generator)(0)))
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
     kept = ranked[:run.keep]
     paths = resolve_outputs(run.output, kept[0][2].run, run.keep, run.overwrite)
