@@ -24,10 +24,10 @@ from . import video
 from .errors import RunInterrupted, UsageError, UserError
 from .images import cover_resize, fit_image, load_image, pil_to_tensor
 from .objective import Objective
-from .output import ensure_writable, fill_template, read_metadata, save_png
+from .output import ensure_writable, fill_template, read_metadata, save_png, save_text
 from .prompts import parse_prompts
 from .recipe import upgrade_recipe
-from .run import with_seed
+from .run import svg_of, with_seed
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .session import Session
@@ -281,6 +281,9 @@ def _render(session: Session, objective: Objective, plan: FramePlan, prompts: Pr
             metadata = {"settings": settings.to_dict(), "frame": index, "frames": count, "step": generator.num_steps,
                         "loss": loss}
             path = save_png(generator.snapshot().cpu(), folder / frame_name(index), metadata)
+            svg = svg_of(generator)(0)
+            if svg is not None:  # a vector generator's frame as drawn, beside its PNG (frame_00001.svg)
+                save_text(svg, path.with_suffix(".svg"))
             previous = pil_to_tensor(load_image(path, "frame"))  # what a resumed run will start from
             frames_bar.update(1)
     except KeyboardInterrupt:

@@ -16,9 +16,9 @@ import re
 import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
@@ -197,11 +197,21 @@ class OutputTaken(UserError):
 
 
 def save_png(image: Tensor | Image.Image, path: Path, metadata: dict[str, Any], overwrite: bool = True) -> Path:
-    """Write a PNG with the metadata as JSON in a text chunk, atomically: a temporary file, then a rename
-    (or, without ``overwrite``, a hard link that fails if the name was taken meanwhile)."""
+    """Write a PNG with the metadata as JSON in a text chunk, atomically (see ``write_atomically``)."""
     picture = image if isinstance(image, Image.Image) else to_pil(image)
     info = PngImagePlugin.PngInfo()
     info.add_text(METADATA_KEY, json.dumps({"artgen_version": __version__, **metadata}, sort_keys=True))
+    return write_atomically(path, lambda stream: picture.save(stream, format="PNG", pnginfo=info), overwrite)
+
+
+def save_text(text: str, path: Path, overwrite: bool = True) -> Path:
+    """Write a text file (an SVG beside its PNG) in UTF-8, atomically (see ``write_atomically``)."""
+    return write_atomically(path, lambda stream: stream.write(text.encode("utf-8")), overwrite)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any], overwrite: bool) -> Path:
+    """Have ``write`` fill a temporary file beside ``path``, then rename it into place (or, without
+    ``overwrite``, hard-link it, which fails if the name was taken meanwhile): no half file under the name."""
     if path.exists() and not overwrite:
         raise OutputTaken(f"{path} already exists: pass --overwrite to replace it")
     temporary = None
@@ -209,7 +219,7 @@ def save_png(image: Tensor | Image.Image, path: Path, metadata: dict[str, Any], 
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
-            picture.save(stream, format="PNG", pnginfo=info)
+            write(stream)
         os.chmod(temporary, plain_file_mode())
         if overwrite:
             os.replace(temporary, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from .output import (OutputTaken, contact_sheet, ensure_writable, numbered_names, resolve_outputs, save_png,
-                     step_path, to_pil)
+                     save_text, step_path, to_pil)
 from .runlog import RunLog
 from .session import Saver, Session
 from .settings import Settings, build_settings
@@ -89,19 +90,25 @@ def _single(session: Session, count: int, run_log: RunLog) -> Result:
     objective = session.objective()
     run_log.mark("load")
     paths = resolve_outputs(settings.run.output, settings.run, count, settings.run.overwrite)
-    loss = session.drive(generator, objective, save=_saver(settings, paths))
+    loss = session.drive(generator, objective, save=_saver(settings, paths, generator))
     run_log.mark("optimize")
     images = generator.snapshot().cpu()
-    paths = _save_all(images, paths, settings, generator.num_steps, loss)
+    paths = _save_all(images, paths, settings, generator.num_steps, loss, svg_of(generator))
     return Result(paths, images, settings, loss)
 
 
-def _saver(settings: Settings, paths: list[Path]) -> Saver:
+def _saver(settings: Settings, paths: list[Path], generator: Any) -> Saver:
     """How the driver saves: intermediate pictures beside the outputs (NAME.stepN.png), else the outputs."""
     def save(images: Tensor, step: int, loss: float, intermediate: bool) -> list[Path]:
         targets = [step_path(p, step) for p in paths] if intermediate else paths
-        return _save_all(images, targets, settings, step, loss)
+        return _save_all(images, targets, settings, step, loss, svg_of(generator))
     return save
+
+
+def svg_of(generator: Any) -> Callable[[int], str | None]:
+    """The generator's pictures as SVG documents by batch index, for a generator that draws vectors (its
+    ``svg`` gives None unless its options asked for them); other generators have none."""
+    return getattr(generator, "svg", lambda index: None)
 
 
 def _as_run(settings: Settings, generator: Any) -> Settings:
@@ -112,7 +119,7 @@ def _as_run(settings: Settings, generator: Any) -> Settings:
 def _candidates(session: Session) -> Result:
     """Draw one image per seed, score each with CLIP, keep the best, and write a contact sheet of all."""
     settings, run = session.settings, session.settings.run
-    drawn: list[tuple[float, Tensor, Settings, float]] = []
+    drawn: list[tuple[float, Tensor, Settings, float, str | None]] = []
     objective = session.objective()
     for index in range(run.candidates):
         one = settings.replace(seed=run.seed + index, candidates=0, keep=1)
@@ -120,35 +127,50 @@ def _candidates(session: Session) -> Result:
         generator = session.generator(one, session.init_image())
         one = _as_run(one, generator)
         paths = resolve_outputs(one.run.output, one.run, 1, one.run.overwrite)
-        loss = session.drive(generator, objective, f"candidate {index + 1}/{run.candidates}", _saver(one, paths))
+        loss = session.drive(generator, objective, f"candidate {index + 1}/{run.candidates}",
+                             _saver(one, paths, generator))
         image = generator.snapshot()
-        drawn.append((objective.score(image).item(), image.cpu(), one, loss))
+        drawn.append((objective.score(image).item(), image.cpu(), one, loss, svg_of(generator)(0)))
     ranked = sorted(drawn, key=lambda item: item[0], reverse=True)
     kept = ranked[:run.keep]
     paths = resolve_outputs(run.output, kept[0][2].run, run.keep, run.overwrite)
     paths = [save_final(image, path, _metadata(one, one.run.steps, loss) | {"clip_score": score}, run.overwrite,
-                        run.save_scale)
-             for (score, image, one, loss), path in zip(kept, paths)]
-    labels = [f"#{rank + 1} seed {one.run.seed}: {score:.3f}" for rank, (score, _, one, _) in enumerate(ranked)]
+                        run.save_scale, svg)
+             for (score, image, one, loss, svg), path in zip(kept, paths)]
+    labels = [f"#{rank + 1} seed {one.run.seed}: {score:.3f}" for rank, (score, _, one, *_) in enumerate(ranked)]
     sheet_path = paths[0].with_name(f"{paths[0].stem}.candidates.png")
-    save_png(contact_sheet([image for _, image, _, _ in ranked], labels), sheet_path,
+    save_png(contact_sheet([image for _, image, *_ in ranked], labels), sheet_path,
              {"settings": settings.to_dict(), "scores": [score for score, *_ in ranked]}, overwrite=run.overwrite)
-    return Result(paths, torch.cat([image for _, image, _, _ in kept]), kept[0][2], kept[0][3],
+    return Result(paths, torch.cat([image for _, image, *_ in kept]), kept[0][2], kept[0][3],
                   [score for score, *_ in kept], sheet_path)
 
 
-def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float) -> list[Path]:
+def _save_all(images: Tensor, paths: list[Path], settings: Settings, step: int, loss: float,
+              vectors: Callable[[int], str | None]) -> list[Path]:
     return [save_final(image, path, _metadata(settings, step, loss) | ({"index": index} if len(paths) > 1 else {}),
-                       settings.run.overwrite, settings.run.save_scale)
+                       settings.run.overwrite, settings.run.save_scale, vectors(index))
             for index, (image, path) in enumerate(zip(images, paths))]
 
 
-def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool, scale: int = 1) -> Path:
-    """Save the 1:1 PNG, and with ``scale`` (--save-scale) above 1 its enlargement beside whichever name it took."""
+def save_final(image: Tensor, path: Path, metadata: dict[str, Any], overwrite: bool, scale: int = 1,
+               svg: str | None = None) -> Path:
+    """Save the 1:1 PNG, and beside whichever name it took: with ``scale`` (--save-scale) above 1 its
+    enlargement, and with ``svg`` that vector document as NAME.svg."""
     saved = _save_free(image, path, metadata, overwrite)
     if scale > 1:
         save_enlarged(image, saved, scale, metadata, overwrite)
+    if svg is not None:
+        save_beside(svg, saved.with_suffix(".svg"), saved, overwrite)
     return saved
+
+
+def save_beside(text: str, target: Path, png: Path, overwrite: bool) -> Path | None:
+    """A text document of the picture at ``png`` (its SVG); a file already there is kept, with a warning."""
+    try:
+        return save_text(text, target, overwrite=overwrite)
+    except OutputTaken:
+        log.warning("%s already exists: kept it and wrote no SVG of %s (pass --overwrite to replace it)", target, png)
+        return None
 
 
 def save_enlarged(image: Tensor, path: Path, scale: int, metadata: dict[str, Any], overwrite: bool) -> Path | None:

@@ -12,6 +12,7 @@ from .base import Canvas, Generator, ModelCache, Options
 from .diffusion import DiffusionGenerator
 from .pixel_art import PixelArtGenerator
 from .pixels import PixelsGenerator
+from .strokes import StrokesGenerator
 from .vqgan import VQGANGenerator
 
 GENERATORS: dict[str, type] = {
@@ -19,6 +20,7 @@ GENERATORS: dict[str, type] = {
     "diffusion": DiffusionGenerator,
     "pixel-art": PixelArtGenerator,
     "pixels": PixelsGenerator,
+    "strokes": StrokesGenerator,
 }
 
 
