@@ -221,6 +221,7 @@ def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tupl
     if existing and settings.overwrite:
         for path in existing:
             path.unlink()
+            path.with_suffix(".svg").unlink(missing_ok=True)  # a vector generator's copy of the frame
         existing = []
     elif existing and not settings.resume:
         raise UserError(f"{folder} already holds {len(existing)} frames: pass --resume to continue that run, "

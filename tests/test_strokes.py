@@ -149,6 +149,24 @@ def test_an_init_image_colours_each_stroke_by_what_lies_under_it():
         assert (left - right > 1) == (init is not None)
 
 
+def test_an_init_image_is_the_ground_the_strokes_are_laid_over_in_the_png_and_the_svg():
+    """Where no stroke lies the picture is the init (control: without an init it is the background colour); the
+    SVG embeds the init under its paths and still rasterizes to the PNG within the tolerance."""
+    torch.manual_seed(1)
+    init = torch.rand(1, 3, 24, 32)
+    options = StrokesOptions(strokes=3, stroke_width_max=2.0, svg=True)
+    for ground in (init, None):
+        generator = make(options, init=ground)
+        picture = generator.snapshot()[0]
+        expected = init[0] if ground is not None else torch.ones(3, 24, 32)
+        untouched = (picture - expected).abs().amax(dim=0) < 1e-4
+        assert untouched.float().mean() > 0.5
+        assert ("<image " in generator.svg(0)) == (ground is not None)
+    assert np.abs(rendered(generator) - resvg_pixels(generator.svg(0))).mean() < SVG_TOLERANCE
+    styled = make(options, init=init)
+    assert np.abs(rendered(styled) - resvg_pixels(styled.svg(0))).mean() < SVG_TOLERANCE
+
+
 def test_the_same_seed_draws_the_same_strokes():
     assert torch.equal(make(StrokesOptions(strokes=5)).snapshot(), make(StrokesOptions(strokes=5)).snapshot())
     assert not torch.equal(make(StrokesOptions(strokes=5)).snapshot(), make(StrokesOptions(strokes=5), seed=1).snapshot())

@@ -15,16 +15,15 @@ from artgen.errors import RunInterrupted
 from artgen.output import read_metadata
 from artgen.session import Session
 
-WEIGHTLESS = ["pixels", "pixel-art"]
-OWN_FLAGS = {"pixels": [], "pixel-art": ["--pixel-size", "4"]}
+WEIGHTLESS = ["pixels", "pixel-art", "strokes"]
+OWN_FLAGS = {"pixels": [], "pixel-art": ["--pixel-size", "4"], "strokes": ["--strokes", "8"]}
 
 
 def settings(tiny_models, generator: str, **overrides) -> dict:
     values = dict(generator=generator, prompts=["a red circle"], clip=["artgen-tiny-clip"],
                   clip_checkpoint=[str(tiny_models.clip_checkpoint)], clip_config=[str(tiny_models.clip_config)],
                   width=32, height=32, cutn=4, steps=4, seed=3)
-    if generator == "pixel-art":
-        values["pixel_size"] = 4
+    values |= {"pixel-art": {"pixel_size": 4}, "strokes": {"strokes": 8}}.get(generator, {})
     return values | overrides
 
 
@@ -57,18 +56,20 @@ def test_candidates_keep_the_best_and_sheet_all(tmp_path, tiny_models, generator
 
 @pytest.mark.parametrize("generator", WEIGHTLESS)
 def test_an_init_image_is_stylized_not_replaced(tmp_path, tiny_models, generator):
-    """Two small steps from a two-colour init stay near it; the same run from the generator's own start does not."""
+    """Two small steps from a two-colour init stay near it (strokes: painted over it, each in the colour under
+    it); the same run from the generator's own start does not."""
     picture = np.zeros((32, 32, 3), np.uint8)
     picture[:, :16] = (255, 0, 77)    # PICO-8's red and blue, so pixel-art's palette holds them exactly
     picture[:, 16:] = (41, 173, 255)
     Image.fromarray(picture).save(tmp_path / "init.png")
-    small_steps = {"pixels_lr": 0.001} if generator == "pixels" else {"pixel_lr": 0.001, "palette": "pico-8"}
+    small_steps = {"pixels": {"pixels_lr": 0.001}, "pixel-art": {"pixel_lr": 0.001, "palette": "pico-8"},
+                   "strokes": {"strokes_lr": 0.001}}[generator]
     common = settings(tiny_models, generator, steps=2, **small_steps)
     styled = artgen.generate(progress=False, init_image=str(tmp_path / "init.png"),
                              **common | {"output": str(tmp_path / "styled.png")})
     plain = artgen.generate(progress=False, **common | {"output": str(tmp_path / "plain.png")})
     expected = picture / 255
-    assert np.abs(rgb(styled.path) / 255 - expected).mean() < 0.02
+    assert np.abs(rgb(styled.path) / 255 - expected).mean() < (0.1 if generator == "strokes" else 0.02)
     assert np.abs(rgb(plain.path) / 255 - expected).mean() > 0.2
 
 

@@ -7,8 +7,10 @@ distance to the nearest piece (so ends and joins come out round), and its covera
 ``sigmoid((width/2 - distance) / softness)``: an edge about 2·softness pixels wide, smooth enough that every
 parameter gets a gradient. Strokes are laid over the background in order with their opacity ("over"). Adam
 moves the control points (in pixels, so a step is as long in x as in y), the widths (kept in the width range)
-and the RGBA colours (kept in [0,1]). Since the strokes are vectors, ``svg`` writes the same picture as an SVG
-document (``--svg``); an SVG renderer's antialiased edges differ from the sigmoid's only along the edges.
+and the RGBA colours (kept in [0,1]). An init image becomes the background the strokes are laid over (and each
+stroke starts with the init's colour under it), so stylizing a picture or an animation frame paints over it
+rather than starting from a blank sheet. Since the strokes are vectors, ``svg`` writes the same picture as an SVG
+document (``--svg``; an init image is embedded in it as a PNG under the paths); an SVG renderer's antialiased edges differ from the sigmoid's only along the edges.
 
 Cost: a stroke is evaluated on the pixels of its bounding box only (widened by its half width and 12
 softnesses, past which its coverage is below 1e-5 and taken as 0), so a step costs about the sum over strokes
@@ -23,6 +25,8 @@ copies.
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..images import fit_image
+from ..output import to_pil
 from ..memory import NetworkShape
 from ..settings import require, setting
 from .base import Canvas, ModelCache, Options
@@ -75,7 +80,8 @@ class StrokesOptions(Options):
                                           "edges pass CLIP's gradient further, sharper ones match the SVG closer.")
     strokes_lr: float = setting(1.0, "Learning rate: control points move about this many pixels a step; "
                                      "widths a tenth of it, colours (0-1) a hundredth.")
-    background: str = setting("#ffffff", "Background colour under the strokes, as hex (#ffffff).")
+    background: str = setting("#ffffff", "Background colour under the strokes, as hex (#ffffff); an init image "
+                                         "replaces it.")
     svg: bool = setting(False, "Also write each picture as NAME.svg beside its PNG: the strokes as vector paths.")
 
     def validate(self, run: "RunSettings") -> None:
@@ -150,8 +156,8 @@ def stroke_boxes(lines: Tensor, widths: Tensor, softness: float, height: int, wi
 def rasterize(points: Tensor, widths: Tensor, colours: Tensor, background: Tensor, height: int, width: int,
               softness: float, tile: bool = False) -> Tensor:
     """The picture [N,3,H,W] of strokes: control points [N,S,3k+1,2] in pixels (x right, y down, pixel centres
-    at half-integers), widths [N,S] in pixels, RGBA colours [N,S,4] in [0,1], over ``background`` [3]. Stroke 0
-    is at the bottom. Differentiable in points, widths and colours.
+    at half-integers), widths [N,S] in pixels, RGBA colours [N,S,4] in [0,1], over ``background`` (a colour [3]
+    or pictures [N,3,H,W]). Stroke 0 is at the bottom. Differentiable in points, widths and colours.
 
     Each stroke is laid over the picture within its box only: the box is read, blended and written back into
     a new picture (an out-of-place index_put, which keeps nothing canvas-sized for the backward pass)."""
@@ -160,7 +166,8 @@ def rasterize(points: Tensor, widths: Tensor, colours: Tensor, background: Tenso
     channels = torch.arange(3, device=points.device)[:, None, None]
     pictures = []
     for n, boxes in enumerate(stroke_boxes(lines, widths, softness, height, width, tile)):
-        picture = background.to(points.dtype)[:, None, None].expand(3, height, width).contiguous()
+        ground = background[n] if background.dim() == 4 else background[:, None, None]
+        picture = ground.to(points.dtype).expand(3, height, width).contiguous()
         for s, (rows, cols) in enumerate(boxes):
             if len(rows) == 0 or len(cols) == 0:
                 continue
@@ -174,16 +181,14 @@ def rasterize(points: Tensor, widths: Tensor, colours: Tensor, background: Tenso
     return torch.stack(pictures)
 
 
-def svg_document(points: Tensor, widths: Tensor, colours: Tensor, background: str, height: int, width: int,
+def svg_document(points: Tensor, widths: Tensor, colours: Tensor, background: str | Tensor, height: int, width: int,
                  tile: bool = False) -> str:
     """One picture's strokes (points [S,3k+1,2], widths [S], colours [S,4]) as an SVG of the same size: a
-    background rectangle, then one path per stroke in drawing order, with round caps and joins. When tiling,
+    background rectangle (or the picture [3,H,W] given as ``background``, embedded as a PNG), then one path per stroke in drawing order, with round caps and joins. When tiling,
     each path also holds the stroke's eight copies shifted by the canvas size, so the picture wraps around."""
     shifts = [(dx, dy) for dx in (0, -width, width) for dy in (0, -height, height)] if tile else [(0, 0)]
-    red, green, blue = parse_colour(background)
     lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}">',
-             f'<rect width="{width}" height="{height}" fill="{_hex((red, green, blue))}"/>']
+             f'viewBox="0 0 {width} {height}">', _svg_background(background, height, width)]
     for stroke, stroke_width, rgba in zip(points.tolist(), widths.tolist(), colours.tolist()):
         paths = []
         for dx, dy in shifts:
@@ -195,6 +200,16 @@ def svg_document(points: Tensor, widths: Tensor, colours: Tensor, background: st
                      'stroke-linecap="round" stroke-linejoin="round"/>')
     lines.append("</svg>")
     return "\n".join(lines) + "\n"
+
+
+def _svg_background(background: str | Tensor, height: int, width: int) -> str:
+    if isinstance(background, str):
+        return f'<rect width="{width}" height="{height}" fill="{_hex(parse_colour(background))}"/>'
+    encoded = io.BytesIO()
+    to_pil(background).save(encoded, format="PNG")
+    data = base64.b64encode(encoded.getvalue()).decode("ascii")
+    return (f'<image width="{width}" height="{height}" style="image-rendering:pixelated" '
+            f'href="data:image/png;base64,{data}"/>')
 
 
 def _hex(rgb: Any) -> str:
@@ -220,6 +235,7 @@ class StrokesGenerator:
                                            {"params": [self.colours], "lr": lr * COLOUR_LR}])
         self.background_hex = options.background
         self.background = torch.tensor(parse_colour(options.background), device=points.device)
+        self.ground: Tensor | None = None  # an init image under the strokes, in place of the background colour
         self.width_range = (options.stroke_width_min, options.stroke_width_max)
         self.softness, self.tile, self.write_svg = options.stroke_softness, canvas.tile, options.svg
         self.num_steps, self.width, self.height = canvas.steps, canvas.width, canvas.height
@@ -228,7 +244,7 @@ class StrokesGenerator:
     def create(cls, options: StrokesOptions, canvas: Canvas, init: Tensor | None = None,
                models: ModelCache | None = None) -> "StrokesGenerator":
         """Random strokes from torch's global generator (drawn on the CPU, so the seed gives the same strokes on
-        any device); with ``init``, each stroke takes the init image's mean colour under it."""
+        any device); with ``init``, that picture is the background and each stroke takes its mean colour under it."""
         count, size = canvas.batch * options.strokes, torch.tensor([canvas.width, canvas.height])
         start = torch.rand(count, 1, 2) * size
         steps = (torch.rand(count, 3 * options.stroke_segments, 2) - 0.5) * 2 * SPREAD * size
@@ -243,10 +259,14 @@ class StrokesGenerator:
             image = fit_image(init.to(canvas.device).float(), canvas.width, canvas.height)
             image = image.expand(canvas.batch, -1, -1, -1) if image.shape[0] == 1 else image
             colours[..., :3] = footprint_colours(points, widths, image, options.stroke_softness, canvas.tile)
-        return cls(points, widths, colours, options, canvas)
+        generator = cls(points, widths, colours, options, canvas)
+        if init is not None:
+            generator.ground = image.detach().clamp(0, 1)
+        return generator
 
     def render(self) -> Tensor:
-        return rasterize(self.points, self.widths, self.colours, self.background, self.height, self.width,
+        background = self.background if self.ground is None else self.ground
+        return rasterize(self.points, self.widths, self.colours, background, self.height, self.width,
                          self.softness, self.tile)
 
     def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
@@ -279,8 +299,9 @@ class StrokesGenerator:
         """Picture ``index`` of the batch as an SVG document, when --svg asked for one."""
         if not self.write_svg:
             return None
+        background = self.background_hex if self.ground is None else self.ground[index]
         return svg_document(self.points[index].detach(), self.widths[index].detach(), self.colours[index].detach(),
-                            self.background_hex, self.height, self.width, self.tile)
+                            background, self.height, self.width, self.tile)
 
     def state_dict(self) -> dict[str, Any]:
         return {"points": self.points.detach().clone(), "widths": self.widths.detach().clone(),
