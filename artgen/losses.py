@@ -1,7 +1,9 @@
 """Regularizers on the rendered image ([N,3,H,W], meant to lie in [0,1]); each returns a scalar.
 
 Design: plain functions of the image, so the objective weighs them (--tv-scale, --range-scale, --sat-scale,
---symmetry-scale, --palette-scale) and any generator gets them without doing anything.
+--symmetry-scale, --palette-scale) and any generator gets them without doing anything. The symmetry and
+palette losses add up over a batch, as the prompt losses do, so each image of a batch is pulled as hard as a
+lone one: their weights are relative to the CLIP scale and must keep their balance with it.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def parse_symmetry(text: str) -> tuple[str, int]:
 
 
 def symmetry(image: Tensor, kind: str) -> Tensor:
-    """Mean squared difference between the image and its mirror (horizontal: left-right, vertical: top-bottom,
+    """Mean squared difference between each image and its mirror (horizontal: left-right, vertical: top-bottom,
     both: the two added) or, for radial:N, its turn by 360/N degrees about the centre, compared inside the
     inscribed disc (the corners have no partner under a turn). Zero exactly when the image has that symmetry."""
     name, folds = parse_symmetry(kind)
@@ -61,15 +63,21 @@ def symmetry(image: Tensor, kind: str) -> Tensor:
         return radial_asymmetry(image, folds)
     loss = image.new_zeros(())
     if name in ("horizontal", "both"):
-        loss = loss + (image - image.flip(-1)).square().mean()
+        loss = loss + per_image_mean((image - image.flip(-1)).square())
     if name in ("vertical", "both"):
-        loss = loss + (image - image.flip(-2)).square().mean()
+        loss = loss + per_image_mean((image - image.flip(-2)).square())
     return loss
 
 
+def per_image_mean(values: Tensor) -> Tensor:
+    """The mean of each image's values ([N, ...]), summed over the batch."""
+    return values.flatten(1).mean(dim=1).sum()
+
+
 def radial_asymmetry(image: Tensor, folds: int) -> Tensor:
-    """Mean squared difference between the image and itself turned by 360/folds degrees (bilinear), inside the
-    disc inscribed in the image, one pixel in from its edge so no sample falls outside the picture."""
+    """Mean squared difference between each image and itself turned by 360/folds degrees (bilinear), inside the
+    disc inscribed in the image, one pixel in from its edge so no sample falls outside the picture; summed over
+    the batch."""
     batch, _, height, width = image.shape
     angle = 2 * math.pi / folds
     cos, sin = math.cos(angle), math.sin(angle)
@@ -83,11 +91,11 @@ def radial_asymmetry(image: Tensor, folds: int) -> Tensor:
     xs = torch.arange(width, device=image.device, dtype=image.dtype) - (width - 1) / 2
     radius = min(height, width) / 2 - 1
     inside = (ys[:, None].square() + xs[None, :].square() <= radius ** 2).to(image.dtype)
-    return ((image - turned).square() * inside).sum() / (inside.sum() * batch * image.shape[1])
+    return ((image - turned).square() * inside).sum() / (inside.sum() * image.shape[1])
 
 
 def palette_distance(image: Tensor, colours: Tensor) -> Tensor:
     """Mean over pixels of the squared RGB distance to the nearest of ``colours`` ([K,3] in [0,1]): zero when
     every pixel is one of them. Each pixel is pulled toward its own nearest colour only."""
     distance = (image[:, None] - colours.to(image.dtype)[None, :, :, None, None]).square().sum(dim=2)
-    return distance.amin(dim=1).mean()
+    return per_image_mean(distance.amin(dim=1))
