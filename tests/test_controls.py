@@ -16,6 +16,7 @@ from artgen.losses import palette_distance, symmetry
 from artgen.models import factory
 from artgen.models.tiling import make_periodic
 from artgen.objective import CutPlan, Objective, regularizers
+from artgen.session import Session
 from artgen.settings import build_settings
 
 CPU = torch.device("cpu")
@@ -73,10 +74,10 @@ def test_palette_distance_is_zero_on_palette_colours_only():
 
 def test_symmetry_switches_off_after_symmetry_end():
     run = build_settings(None, None, {"prompts": ["x"], "symmetry": "horizontal", "symmetry_end": 0.5,
-                                      "clip_guidance_scale": 2.0}).run
+                                      "symmetry_scale": 1.5, "clip_guidance_scale": 2.0}).run
     objective = Objective([], regularizers(run, CPU), run.clip_guidance_scale, CutPlan(1))
     image = torch.rand(1, 3, 16, 16)
-    assert objective(image, 0.4) == pytest.approx(2.0 * symmetry(image, "horizontal").item())  # relative weight
+    assert objective(image, 0.4) == pytest.approx(3.0 * symmetry(image, "horizontal").item())  # times CLIP's
     assert objective(image, 0.5) == 0 and objective(image, 0.9) == 0
 
 
@@ -182,3 +183,14 @@ def test_a_palette_pulls_the_colours_toward_it(tiny_models, tmp_path, pixels_con
 def test_a_recipe_of_the_pixel_art_generator_keeps_its_palette():
     settings = build_settings(None, {"generator": "pixel-art", "palette": "gameboy", "prompts": ["x"]})
     assert settings.run.palette == "gameboy" and settings.run.symmetry == "none" and settings.run.tile is False
+
+
+def test_pixel_art_draws_the_palette_itself_and_the_others_are_pulled_toward_it(tiny_models):
+    values = {key: value for key, value in tiny_models.settings().items() if not key.startswith("vqgan")}
+    values |= dict(palette=RED_BLUE, pixel_size=4)
+    art = Session(build_settings(None, None, values | dict(generator="pixel-art")), progress=False)
+    assert art.objective().regularizers == []
+    assert torch.equal(art.generator().palette_colours(), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
+    values.pop("pixel_size")
+    pixels = Session(build_settings(None, None, values | dict(generator="pixels")), progress=False)
+    assert len(pixels.objective().regularizers) == 1
