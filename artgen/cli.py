@@ -2,9 +2,10 @@
 
 Design: every field of RunSettings, of each generator's Options and (for animate and stylize-video) of
 AnimationSettings is one flag of the same name, so a new generator's options appear here, in presets and in
-recipes without touching this file. ``--help`` shows the flags under headings (common, one per generator,
-animation); ``--generator NAME --help`` shows only what that generator takes. Errors the user can fix are
-printed on one line with a non-zero exit (2 for usage, 1 for run failures); ``--debug`` shows the traceback.
+recipes without touching this file. ``--help`` shows the flags under headings (common, controls, one per
+generator, animation; a shared field may name its own heading in its metadata); ``--generator NAME --help``
+shows only what that generator takes. Errors the user can fix are printed on one line with a non-zero exit
+(2 for usage, 1 for run failures); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def settings_options(animation: bool):
             types = get_type_hints(kind)
             own = [spec for spec in dataclasses.fields(kind) if spec.name not in NO_FLAG]
             for spec in reversed(own):
-                command = _option(spec, types[spec.name], heading, generator)(command)
+                own_heading = spec.metadata.get("heading", heading)  # a group of shared settings with a heading of its own
+                command = _option(spec, types[spec.name], own_heading, generator)(command)
         return command
     return decorate
 

@@ -28,26 +28,40 @@ class CutoutSettings:
     perspective: bool = True
     jitter: bool = True
     noise: float = 0.1        # largest std of the gaussian noise added per crop (0: none)
+    wrap: bool = False        # --tile: crops run on across the borders into the other side of the image
 
 
 def crop_grid(batch: int, cutn: int, height: int, width: int, cut_size: int, cut_pow: float,
-              device: torch.device) -> Tensor:
+              device: torch.device, wrap: bool = False) -> Tensor:
     """A sampling grid [batch, cutn * cut_size, cut_size, 2] holding ``cutn`` random square crops per image.
 
-    The crops are stacked along the grid's height, so one grid_sample call cuts them all.
+    The crops are stacked along the grid's height, so one grid_sample call cuts them all. With ``wrap`` a crop
+    may start anywhere and run on past the right and bottom borders; the grid then addresses the image as
+    :func:`wrap_pad` pads it, where those borders continue into the left and top ones.
     """
     shorter = min(height, width)
     low = min(shorter, max(1, round(shorter * MIN_FRACTION), cut_size // 4))
     u = torch.rand(batch, cutn, device=device)
     sizes = (u.pow(cut_pow) * (shorter - low) + low).round().clamp(low, shorter)
-    left = torch.rand(batch, cutn, device=device) * (width - sizes + 1).clamp(min=1)
-    top = torch.rand(batch, cutn, device=device) * (height - sizes + 1).clamp(min=1)
-    left, top = left.floor(), top.floor()
+    span_x = torch.full_like(sizes, width) if wrap else (width - sizes + 1).clamp(min=1)
+    span_y = torch.full_like(sizes, height) if wrap else (height - sizes + 1).clamp(min=1)
+    left = (torch.rand(batch, cutn, device=device) * span_x).floor()
+    top = (torch.rand(batch, cutn, device=device) * span_y).floor()
+    if wrap:  # coordinates in the padded image: one pixel of the other side before, a crop's length after
+        left, top, width, height = left + 1, top + 1, width + 1 + shorter, height + 1 + shorter
     steps = (torch.arange(cut_size, device=device, dtype=torch.float32) + 0.5) / cut_size  # (0,1) pixel centres
     xs = (left[..., None] + steps * sizes[..., None]) / width * 2 - 1     # [batch, cutn, cut_size]
     ys = (top[..., None] + steps * sizes[..., None]) / height * 2 - 1
     grid = torch.stack(torch.broadcast_tensors(xs[:, :, None, :], ys[:, :, :, None]), dim=-1)
     return grid.reshape(batch, cutn * cut_size, cut_size, 2)
+
+
+def wrap_pad(image: Tensor) -> Tensor:
+    """The image padded circularly, one pixel before the left and top borders and the shorter side's length after
+    the right and bottom ones: every crop of a tiled image lies inside, and bilinear sampling at the seam mixes
+    the last and first pixels as it mixes any two neighbours."""
+    shorter = min(image.shape[-2:])
+    return F.pad(image, (1, shorter, 1, shorter), mode="circular")
 
 
 def augmentations(settings: CutoutSettings) -> nn.Module:
@@ -76,8 +90,10 @@ class MakeCutouts(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         batch, channels, height, width = image.shape
         cutn, size = self.settings.cutn, self.cut_size
-        grid = crop_grid(batch, cutn, height, width, size, self.settings.cut_pow, image.device)
-        cuts = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        wrap = self.settings.wrap
+        grid = crop_grid(batch, cutn, height, width, size, self.settings.cut_pow, image.device, wrap)
+        source = wrap_pad(image) if wrap else image
+        cuts = F.grid_sample(source, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
         cuts = cuts.view(batch, channels, cutn, size, size).transpose(1, 2).reshape(batch * cutn, channels, size, size)
         # Kornia's perspective warp now and then draws a degenerate homography and returns a crop of NaNs
         # (seen with distortion 0.7 on the bundled VQGAN); such pixels fall back to the un-augmented crop so
@@ -90,12 +106,16 @@ class MakeCutouts(nn.Module):
         return cuts
 
 
-def overview_cutouts(image: Tensor, cut_size: int, count: int) -> Tensor:
+def overview_cutouts(image: Tensor, cut_size: int, count: int, wrap: bool = False) -> Tensor:
     """``count`` views of the whole image (padded to a square, resized), every second one mirrored.
 
-    Overview cuts show the perceptor the composition; [B*count,3,S,S], image-major.
+    Overview cuts show the perceptor the composition; [B*count,3,S,S], image-major. With ``wrap`` (a tile) the
+    views show the image rolled by a random offset, so the seam is as often in the middle as anywhere.
     """
     batch, _, height, width = image.shape
+    if wrap:
+        shift = torch.randint(height, ()).item(), torch.randint(width, ()).item()
+        image = image.roll(shift, dims=(-2, -1))
     side = max(height, width)
     pad_x, pad_y = side - width, side - height
     square = F.pad(image, (pad_x // 2, pad_x - pad_x // 2, pad_y // 2, pad_y - pad_y // 2), mode="replicate")

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ from .clamps import clamp_straight_through
 from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
 from .errors import UsageError
 from .images import load_image, pil_to_tensor
+from .losses import parse_symmetry
+from .palettes import palette_tensor, parse_palette
 from .perceptor import Perceptor
 from .prompts import Prompt, parse_prompts, prompt_loss, warn_non_finite_tails
 from .settings import RunSettings
@@ -88,7 +91,7 @@ class Target:
         size, batch = self.perceptor.input_size, image.shape[0]
         parts = []
         if overview:
-            parts.append(overview_cutouts(image, size, overview).view(batch, overview, 3, size, size))
+            parts.append(overview_cutouts(image, size, overview, self.cut.wrap).view(batch, overview, 3, size, size))
         if inner:
             if inner not in self._inner:
                 self._inner[inner] = MakeCutouts(size, dataclasses.replace(self.cut, cutn=inner))
@@ -117,14 +120,24 @@ def centre_square(image: Tensor) -> Tensor:
     return image[..., top:top + side, left:left + side]
 
 
+@dataclass(frozen=True)
+class Regularizer:
+    """A loss on the rendered image with its weight; ``until`` is the share of the run (0-1) after which it is
+    off, as the symmetry loss is after --symmetry-end."""
+
+    weight: float
+    loss: Callable[[Tensor], Tensor]
+    until: float = 1.0
+
+
 class Objective:
     """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
 
-    def __init__(self, targets: list[Target], regularizers: list[tuple[float, Callable[[Tensor], Tensor]]],
-                 clip_scale: float, plan: CutPlan, clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> None:
+    def __init__(self, targets: list[Target], regularizers: list[Regularizer], clip_scale: float, plan: CutPlan,
+                 clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> None:
         self.targets = targets
         self.clamp = clamp
-        self.regularizers = [(w, fn) for w, fn in regularizers if w != 0]
+        self.regularizers = [r for r in regularizers if r.weight != 0 and r.until > 0]
         self.clip_scale = clip_scale
         self.plan = plan
 
@@ -132,8 +145,9 @@ class Objective:
         scored = self.clamp(image)
         counts = self.plan.counts(progress)
         total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
-        for weight, regularizer in self.regularizers:
-            total = total + weight * regularizer(image)
+        for regularizer in self.regularizers:
+            if progress < regularizer.until:
+                total = total + regularizer.weight * regularizer.loss(image)
         return total
 
     def prompt_loss(self, image: Tensor, cutouts: int) -> Tensor:
@@ -159,17 +173,19 @@ class Objective:
 def cutout_settings(settings: RunSettings) -> CutoutSettings:
     return CutoutSettings(cutn=settings.cutn, cut_pow=settings.cut_pow, flip=settings.aug_flip,
                           affine=settings.aug_affine, perspective=settings.aug_perspective,
-                          jitter=settings.aug_jitter, noise=settings.aug_noise)
+                          jitter=settings.aug_jitter, noise=settings.aug_noise, wrap=settings.tile)
 
 
 def build_objective(settings: RunSettings, perceptors: list[Perceptor], device: torch.device,
                     texts: list[Prompt] | None = None,
-                    clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> Objective:
+                    clamp: Callable[[Tensor], Tensor] = clamp_straight_through,
+                    palette_loss: bool = True) -> Objective:
     """Embed every text and image prompt once per CLIP model and wire up the regularizers.
 
     ``texts`` replaces the settings' text prompts (an animation passes its keyed prompts too); the prompt
     order is the texts, then the image prompts. ``clamp`` brings the image into [0,1] for CLIP: the
     generator's ``scoring_clamp``, since each generator's reference scores its images with its own rule.
+    ``palette_loss``: whether a --palette pulls colours (see :func:`regularizers`).
     """
     texts = parse_prompts(settings.prompts) if texts is None else texts
     images = parse_prompts(settings.image_prompts)
@@ -190,9 +206,25 @@ def build_objective(settings: RunSettings, perceptors: list[Perceptor], device: 
             embeds=torch.cat(embeds).to(device),
             weights=torch.tensor([p.weight for p in prompts], device=device),
             stops=torch.tensor([p.stop for p in prompts], device=device)))
-    regularizers = [(settings.tv_scale, losses.total_variation), (settings.range_scale, losses.out_of_range),
-                    (settings.sat_scale, losses.saturation)]
-    return Objective(targets, regularizers, settings.clip_guidance_scale, plan, clamp)
+    return Objective(targets, regularizers(settings, device, palette_loss), settings.clip_guidance_scale, plan, clamp)
+
+
+def regularizers(settings: RunSettings, device: torch.device, palette_loss: bool = True) -> list[Regularizer]:
+    """The run's regularizers. Symmetry and palette weights are relative to the CLIP scale (which must be set),
+    so one --symmetry-scale means the same for VQGAN (CLIP scale 1) as for diffusion (5000). ``palette_loss``
+    is False for a generator that draws only the --palette colours anyway (pixel-art)."""
+    clip_scale = settings.clip_guidance_scale
+    chosen = [Regularizer(settings.tv_scale, losses.total_variation),
+              Regularizer(settings.range_scale, losses.out_of_range),
+              Regularizer(settings.sat_scale, losses.saturation)]
+    if parse_symmetry(settings.symmetry)[0] != "none":
+        chosen.append(Regularizer(settings.symmetry_scale * clip_scale,
+                                  partial(losses.symmetry, kind=settings.symmetry), settings.symmetry_end))
+    if settings.palette is not None and palette_loss:
+        colours = palette_tensor(parse_palette(settings.palette), device)
+        chosen.append(Regularizer(settings.palette_scale * clip_scale,
+                                  partial(losses.palette_distance, colours=colours)))
+    return chosen
 
 
 def warn_ignored_text(texts: list[Prompt], perceptors: list[Perceptor], shown_words: int = 8) -> None:

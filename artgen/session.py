@@ -24,6 +24,7 @@ from .generators import Canvas, Generator, ModelCache, generator_class
 from .loop import optimize
 from .memory import check_fits
 from .objective import Objective, build_objective
+from .palettes import parse_palette
 from .images import read_init_image
 from .perceptor import Perceptor, check_spec, load_perceptors, parse_clip_spec, register_model_config, \
     with_bundled_weights
@@ -86,8 +87,9 @@ class Session:
 
     def objective(self, texts: list[Prompt] | None = None) -> Objective:
         """The run's objective; ``texts`` replaces its text prompts (an animation's keyed prompts)."""
+        exact_palette = getattr(self.generator_class, "exact_palette", False)
         return build_objective(self.settings.run, self.perceptors, self.device, texts,
-                               self.generator_class.scoring_clamp)
+                               self.generator_class.scoring_clamp, palette_loss=not exact_palette)
 
     def init_image(self) -> Tensor | None:
         """--init-image decoded once, at the run's size ([1,3,H,W] in [0,1])."""
@@ -100,8 +102,9 @@ class Session:
         """A generator for ``settings`` (the session's, or a candidate's or frame's variant of them)."""
         settings = settings or self.settings
         run = settings.run
+        palette = tuple(parse_palette(run.palette)) if run.palette is not None else None
         canvas = Canvas(run.width, run.height, run.batch, run.steps, self.device, run.channels_last, run.compile,
-                        run.checkpointing)
+                        run.checkpointing, run.tile, palette)
         return self.generator_class.create(settings.options, canvas, init, self.models)
 
     def drive(self, generator: Generator, objective: Objective, label: str = "generating", save: Saver | None = None,

@@ -22,6 +22,8 @@ import yaml
 
 from .errors import UsageError
 from .files import readable_file
+from .losses import parse_symmetry
+from .palettes import parse_palette
 from .prompts import parse_prompts
 from .schedules import parse_prompt_keyframes, parse_schedule
 
@@ -31,6 +33,7 @@ DEFAULT_FRAMES_DIR = "outputs/{prompt}-{seed}"
 PRECISIONS = ("fp32", "bf16", "fp16")
 INTERPOLATIONS = ("linear", "step")
 BORDERS = ("reflect", "wrap")
+CONTROLS = "Controls (every generator)"  # the --help heading of symmetry, tile and palette
 MAX_SAVE_SCALE = 16  # a 256x256 image enlarged 16 times is 4096x4096: enough to view, small enough to write
 
 
@@ -109,6 +112,26 @@ class RunSettings:
     tv_scale: float = setting(0.0, "Total-variation weight (smoothness).")
     range_scale: float = setting(0.0, "Weight pulling pixel values back into [0,1].")
     sat_scale: float = setting(0.0, "Saturation weight (positive mutes colours, negative boosts them).")
+    # controls: symmetry, seamless tiles and a palette, for every generator
+    symmetry: str = setting("none", "Mirror or rotational symmetry the image is pulled toward: none, horizontal "
+                                    "(left mirrors right), vertical (top mirrors bottom), both, or radial:N (N-fold "
+                                    "about the centre).", heading=CONTROLS)
+    symmetry_scale: float = setting(3.0, "Weight of the symmetry loss, relative to --clip-guidance-scale so one "
+                                         "value suits every generator; 3 makes the offline VQGAN's image a clear "
+                                         "mirror in 100 steps with the prompt still drawn (1 is half as "
+                                         "symmetric).", heading=CONTROLS)
+    symmetry_end: float = setting(1.0, "Share of the run (0-1) after which the symmetry loss is off, as Disco's "
+                                       "symmetry switch-off step: a little freedom at the end hides the mirror line.",
+                                  heading=CONTROLS)
+    tile: bool = setting(False, "Draw a seamless tile: the picture continues across its borders, so copies side by "
+                                "side show no seam.", heading=CONTROLS)
+    palette: str | None = setting(None, 'The colours: a name (pico-8, gameboy, cga) or hex colours "#1a1c2c,'
+                                        '#5d275d,..."; pixel-art draws exactly these (without it it learns a '
+                                        "palette), other generators are pulled toward them (--palette-scale).",
+                                  heading=CONTROLS)
+    palette_scale: float = setting(1.0, "Weight of the pull toward the --palette colours, relative to "
+                                        "--clip-guidance-scale; 1 brings the offline VQGAN's colours three times "
+                                        "nearer the palette in 100 steps.", heading=CONTROLS)
     # speed and memory
     precision: str = setting("fp32", "Forward passes in full precision, or autocast to bf16/fp16 (faster on GPUs).",
                              choices=PRECISIONS)
@@ -130,6 +153,12 @@ class RunSettings:
         require(self, positive=("steps", "width", "height", "cutn", "batch", "keep", "cut_pow"),
                 non_negative=("aug_noise", "save_every", "candidates"),
                 finite=("aug_noise", "tv_scale", "range_scale", "sat_scale", "clip_guidance_scale"))
+        require(self, non_negative=("symmetry_scale", "palette_scale"), finite=("symmetry_scale", "palette_scale"))
+        if not 0 <= self.symmetry_end <= 1:
+            raise UsageError(f"--symmetry-end is a share of the run: give 0 to 1, got {self.symmetry_end}")
+        parse_symmetry(self.symmetry)
+        if self.palette is not None:
+            parse_palette(self.palette)
         if not 1 <= self.save_scale <= MAX_SAVE_SCALE:
             raise UsageError(f"--save-scale must be a whole factor from 1 (no enlargement) to {MAX_SAVE_SCALE}, "
                              f"got {self.save_scale}")

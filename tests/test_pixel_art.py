@@ -9,7 +9,8 @@ from PIL import Image
 
 from artgen.errors import UsageError
 from artgen.generators import Canvas, ModelCache
-from artgen.generators.pixel_art import NAMED_PALETTES, PixelArtGenerator, PixelArtOptions, parse_palette
+from artgen.generators.pixel_art import PixelArtGenerator, PixelArtOptions
+from artgen.palettes import NAMED_PALETTES, parse_palette
 from artgen.loop import Guide
 from artgen.settings import build_settings
 
@@ -40,14 +41,15 @@ def test_bad_palettes_name_the_fix(text, words):
     assert all(word in str(error.value) for word in words), str(error.value)
 
 
-def make(options: PixelArtOptions, width=32, height=32, init=None, steps=5) -> PixelArtGenerator:
-    canvas = Canvas(width, height, 1, steps, torch.device("cpu"))
+def make(options: PixelArtOptions, width=32, height=32, init=None, steps=5, palette=None) -> PixelArtGenerator:
+    colours = tuple(parse_palette(palette)) if palette else None
+    canvas = Canvas(width, height, 1, steps, torch.device("cpu"), palette=colours)
     return PixelArtGenerator.create(options, canvas, init, ModelCache())
 
 
 def test_cells_are_blocks_of_one_palette_colour_at_any_point_of_the_run():
     torch.manual_seed(0)
-    generator = make(PixelArtOptions(pixel_size=4, palette="gameboy"))
+    generator = make(PixelArtOptions(pixel_size=4), palette="gameboy")
     palette = torch.tensor(parse_palette("gameboy"), dtype=torch.float32) / 255
     for image in (generator.snapshot(), generator.render(0.0), generator.render(0.5, hard=True)):
         blocks = image[0].reshape(3, 8, 4, 8, 4)
@@ -61,7 +63,7 @@ def test_init_image_maps_each_cell_to_the_nearest_palette_colour():
     torch.manual_seed(1)
     cells = torch.rand(1, 3, 4, 4)
     init = cells.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
-    image = make(PixelArtOptions(pixel_size=8, palette="pico-8"), init=init).snapshot()
+    image = make(PixelArtOptions(pixel_size=8), init=init, palette="pico-8").snapshot()
     nearest = ((cells[0].reshape(3, -1).T[:, None] - palette[None]) ** 2).sum(-1).argmin(-1)
     assert torch.equal(image[0, :, ::8, ::8].reshape(3, -1).T, palette[nearest])
 
@@ -85,8 +87,8 @@ def test_temperature_falls_from_start_to_end():
 @pytest.mark.parametrize("hard_fraction", [0.0, 1.0])
 def test_steps_pull_cells_toward_what_the_loss_wants_soft_and_straight_through(hard_fraction):
     torch.manual_seed(4)
-    generator = make(PixelArtOptions(pixel_size=4, palette="pico-8", pixel_lr=0.5,
-                                     pixel_hard_fraction=hard_fraction), steps=30)
+    generator = make(PixelArtOptions(pixel_size=4, pixel_lr=0.5, pixel_hard_fraction=hard_fraction), steps=30,
+                     palette="pico-8")
     red = torch.tensor([1.0, 0.0, 0.302])[None, :, None, None]  # PICO-8's red #ff004d
     distance = lambda image: (image - red).square().mean()  # noqa: E731
     before = distance(generator.snapshot())
@@ -163,5 +165,5 @@ def test_help_shows_the_pixel_art_options(artgen):
 def test_the_preset_builds():
     settings = build_settings("pixel-art", overrides={"prompts": ["x"]})
     assert settings.run.generator == "pixel-art"
-    assert settings.options.palette == "pico-8" and settings.options.pixel_size == 8
+    assert settings.run.palette == "pico-8" and settings.options.pixel_size == 8
     assert (settings.run.width, settings.run.height) == (256, 256)

@@ -36,6 +36,7 @@ class Canvas:
     compile: bool = False
     checkpointing: bool = False
     tile: bool = False  # --tile: the picture must continue across its borders (four copies show no seam)
+    palette: tuple[tuple[int, int, int], ...] | None = None  # --palette: the 8-bit colours the run asks for
 
 
 class ModelCache:
@@ -83,6 +84,8 @@ class Generator(Protocol):
     title: ClassVar[str]                          # its name in help headings ("VQGAN")
     default_clip_guidance_scale: ClassVar[float]  # CLIP loss weight when the user gives none
     scoring_clamp: Callable[[Tensor], Tensor]     # brings its image into [0,1] for CLIP (see artgen.clamps)
+    # Optional: ``exact_palette = True`` says it draws only ``canvas.palette``'s colours, so the run adds no palette
+    # loss (read with a default of False: a generator that does not say gets the loss).
     num_steps: int
     width: int
     height: int

@@ -4,7 +4,8 @@ Design: the generator owns x_t as a sampling loop (artgen.models.sampling.Sampli
 schedule. Each loop step hands the loop a denoiser guided by that step's objective (artgen.guidance): the
 guided denoiser scores the UNet's predicted picture, as the CLIP-guided diffusion notebooks do, and moves the
 prediction along the gradient; the sampler (DDPM or DDIM) steps over it and never sees CLIP. The same loop,
-unguided, draws the --preselect starts and their previews.
+unguided, draws the --preselect starts and their previews. With --tile the UNet pads circularly
+(artgen.models.tiling), so it denoises the picture as a tile that continues across its borders.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..images import fit_image
 from ..memory import NetworkShape, unet_shape
 from ..models import factory
 from ..models.sampling import Diffusion, SamplingLoop, beta_schedule, create_diffusion, denoiser
+from ..models.tiling import periodic_if
 from ..models.unet import UNetConfig, UNetModel, downsample_factor
 from ..settings import require, require_choice, setting
 from ..speed import maybe_compile, to_channels_last
@@ -161,9 +163,9 @@ class DiffusionGenerator:
             init = init.repeat(canvas.batch // init.shape[0], 1, 1, 1)
         fp16 = options.diffusion_fp16 and canvas.device.type == "cuda"
         key = ("unet", options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config,
-               canvas.device, fp16)
-        model = (models or ModelCache()).get(key, lambda: factory.load_unet_model(
-            options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config, canvas.device, fp16))
+               canvas.device, fp16, canvas.tile)
+        model = (models or ModelCache()).get(key, lambda: periodic_if(canvas.tile, factory.load_unet_model(
+            options.diffusion_model, options.diffusion_checkpoint, options.diffusion_config, canvas.device, fp16)))
         return cls(model, diffusion, options, canvas, init)
 
     @property

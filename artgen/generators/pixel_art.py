@@ -6,13 +6,13 @@ every cell pixel-size times in each direction (nearest neighbour), so the pictur
 and CLIP's gradient reaches every choice. The temperature falls geometrically over the run, from soft
 blends (easy to move) toward near-one-hot choices; the last part of the run draws hard choices with a
 straight-through gradient (one-hot forward, softmax gradient backward), and so does ``snapshot``, so what is
-saved holds palette colours only. The palette is given (hex list or a named one) or learned: K colours that
-Adam moves with the logits, kept inside [0,1]. No network: the only model a run loads is CLIP.
+saved holds palette colours only. The palette is the run's --palette (the Canvas carries it), drawn exactly, so
+this generator needs no palette loss; or it is learned: K colours that Adam moves with the logits, kept inside
+[0,1]. No network: the only model a run loads is CLIP.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from torch import Tensor
 from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..images import fit_image
+from ..palettes import palette_tensor
 from ..memory import NetworkShape
 from ..settings import require, setting
 from .base import Canvas, ModelCache, Options
@@ -32,48 +33,8 @@ if TYPE_CHECKING:
     from ..loop import Guide
     from ..settings import RunSettings
 
-# Named palettes: the colours as their makers publish them.
-NAMED_PALETTES: dict[str, tuple[str, ...]] = {
-    # PICO-8's 16 fixed colours, in its index order
-    "pico-8": ("#000000", "#1d2b53", "#7e2553", "#008751", "#ab5236", "#5f574f", "#c2c3c7", "#fff1e8",
-               "#ff004d", "#ffa300", "#ffec27", "#00e436", "#29adff", "#83769c", "#ff77a8", "#ffccaa"),
-    # the original Game Boy's four shades of green, darkest first
-    "gameboy": ("#0f380f", "#306230", "#8bac0f", "#9bbc0f"),
-    # IBM CGA's full 16-colour set (RGBI, with the brown fix of colour 6)
-    "cga": ("#000000", "#0000aa", "#00aa00", "#00aaaa", "#aa0000", "#aa00aa", "#aa5500", "#aaaaaa",
-            "#555555", "#5555ff", "#55ff55", "#55ffff", "#ff5555", "#ff55ff", "#ffff55", "#ffffff"),
-}
-HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
 INIT_LOGIT = 10.0  # an init image's colour choice: a softmax at temperature 1 puts >99.9% of a cell on it (K=16)
 RANDOM_LOGIT_SCALE = 1.0  # spread of the random start: soft enough that every colour gets gradient at first
-
-
-def parse_palette(text: str) -> list[tuple[int, int, int]]:
-    """The 8-bit colours of a --palette value: a known name or comma-separated hex colours ("#1a1c2c,#5d275d").
-
-    A value with neither a comma nor a leading '#' that is not hex is taken as a name, so a typo in a name
-    lists the names rather than explaining hex."""
-    value = text.strip()
-    if value.lower() in NAMED_PALETTES:
-        entries = list(NAMED_PALETTES[value.lower()])
-    elif "," in value or value.startswith("#") or HEX_COLOUR.fullmatch(value):
-        entries = [entry.strip() for entry in value.split(",")]
-    else:
-        raise UsageError(f"unknown --palette {text!r}: choose one of {', '.join(NAMED_PALETTES)}, "
-                         'or give hex colours like "#1a1c2c,#5d275d"')
-    colours = []
-    for entry in entries:
-        match = HEX_COLOUR.fullmatch(entry)
-        if match is None:
-            raise UsageError(f"--palette entry {entry!r} is not a colour: give hex colours #rrggbb (or #rgb) "
-                             'separated by commas, like "#1a1c2c,#5d275d"')
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(2 * d for d in digits)
-        colours.append((int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)))
-    if len(colours) < 2:
-        raise UsageError(f"--palette needs at least 2 colours, got {len(colours)}")
-    return colours
 
 
 def size_fix(flag: str, size: int, cell: int) -> str:
@@ -89,9 +50,8 @@ class PixelArtOptions(Options):
 
     pixel_size: int = setting(8, "Pixels per cell side: the image is a grid of (width/N) x (height/N) cells, "
                                  "each one palette colour.")
-    palette: str | None = setting(None, 'The colours: a name (pico-8, gameboy, cga) or hex colours '
-                                        '"#1a1c2c,#5d275d,..."; without it the palette is learned.')
-    palette_size: int = setting(16, "Colours of a learned palette (when no --palette is given).")
+    palette_size: int = setting(16, "Colours of a learned palette (when no --palette is given; a given one is "
+                                    "drawn exactly).")
     pixel_lr: float = setting(0.1, "Learning rate of the cells' colour choices (and of a learned palette).")
     temperature: float = setting(1.0, "Softmax temperature of the colour choices at the start: higher blends "
                                       "more, so choices move more easily.")
@@ -105,9 +65,7 @@ class PixelArtOptions(Options):
         if self.pixel_hard_fraction > 1:
             raise UsageError(f"--pixel-hard-fraction is a share of the run: give 0 to 1, "
                              f"got {self.pixel_hard_fraction}")
-        if self.palette is not None:
-            parse_palette(self.palette)
-        elif self.palette_size < 2:
+        if run.palette is None and self.palette_size < 2:
             raise UsageError(f"--palette-size needs at least 2 colours, got {self.palette_size}")
         for flag, size in (("width", run.width), ("height", run.height)):
             if size % self.pixel_size:
@@ -123,11 +81,6 @@ class PixelArtOptions(Options):
     def network_shape(self, on_cuda: bool) -> NetworkShape:
         """No network: only the rendered image itself (counted by the memory check) is kept per pixel."""
         return NetworkShape([0.0], 0.0, self.pixel_size, "the pixel-art cells")
-
-
-def palette_tensor(colours: list[tuple[int, int, int]], device: torch.device) -> Tensor:
-    """[K,3] in [0,1] from 8-bit colours."""
-    return torch.tensor(colours, dtype=torch.float32, device=device) / 255
 
 
 def nearest_colours(colours: Tensor, palette: Tensor) -> Tensor:
@@ -158,6 +111,7 @@ class PixelArtGenerator:
     title = "Pixel art"
     default_clip_guidance_scale = 1.0
     scoring_clamp = staticmethod(clamp_straight_through)  # renders already lie in [0,1]; a no-op guard
+    exact_palette = True  # draws only the --palette colours: the objective adds no palette loss
 
     def __init__(self, logits: Tensor, palette: Tensor, learn_palette: bool, options: PixelArtOptions,
                  canvas: Canvas) -> None:
@@ -179,14 +133,14 @@ class PixelArtGenerator:
         drawn from torch's global generator, which the run seeds."""
         device, cell = canvas.device, options.pixel_size
         rows, cols = canvas.height // cell, canvas.width // cell
-        learn = options.palette is None
+        learn = canvas.palette is None
         count = options.palette_size if learn else 0
         cells = None
         if init is not None:
             image = fit_image(init.to(device).float(), cols * cell, rows * cell)
             cells = F.avg_pool2d(image, cell).repeat(canvas.batch // init.shape[0], 1, 1, 1)
         if not learn:
-            palette = palette_tensor(parse_palette(options.palette), device)
+            palette = palette_tensor(canvas.palette, device)
         elif cells is not None:
             palette = cluster_colours(cells.permute(0, 2, 3, 1).reshape(-1, 3), count)
         else:

@@ -6,6 +6,11 @@ coefficients are scaled by 1/f (so a step of the optimizer moves broad shapes as
 decorrelated colour space (the square root of natural images' colour covariance, so luminance and colour
 move independently), then squashed into [0,1] by a sigmoid. The map is invertible, so an init image is
 the exact first render. ``--pixels-space rgb`` keeps the plain parametrization (sigmoid of per-pixel values).
+
+Tiles: the inverse real FFT draws a picture that is periodic by construction (the last row and column are
+neighbours of the first), so with --tile the Fourier field needs nothing but the wrapped cutouts the objective
+takes; the plain RGB field has no neighbours at all and gets its seamlessness from those cutouts alone. Keep
+any padding or cropping out of ``ImageField.image``: it would break that periodicity.
 """
 
 from __future__ import annotations

@@ -41,10 +41,10 @@ from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..images import fit_image
 from ..output import to_pil
+from ..palettes import HEX_COLOUR
 from ..memory import NetworkShape
 from ..settings import require, setting
 from .base import Canvas, ModelCache, Options
-from .pixel_art import HEX_COLOUR
 
 if TYPE_CHECKING:
     from ..loop import Guide

@@ -3,7 +3,8 @@
 Design: the latent z is what Adam moves; each render quantizes it to the nearest codebook entries (with a
 straight-through gradient) and decodes the codes with taming-transformers' decoder. Its options also hold
 an optional diffusion prior (artgen.prior), a score-distillation pull toward pictures a diffusion model knows,
-for models whose decoder alone draws poorly (the bundled tiny one).
+for models whose decoder alone draws poorly (the bundled tiny one). With --tile the decoder pads circularly
+(artgen.models.tiling): the codes lie on a torus and the decoded picture continues across its borders.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import UsageError
 from ..memory import NetworkShape, vqgan_ddconfig, vqgan_shape
 from ..images import fit_image
 from ..models import factory
+from ..models.tiling import make_periodic, periodic_if
 from ..models.vqgan import VQGAN, vector_quantize
 from ..prior import GUIDANCE_CUTOUTS, DiffusionPrior
 from ..settings import require, require_choice, setting
@@ -92,15 +94,25 @@ class VQGANOptions(Options):
         return NetworkShape(levels, attention, factor, "the VQGAN decoder's activations")
 
 
-def diffusion_prior(options: VQGANOptions, device: torch.device, models: ModelCache) -> DiffusionPrior | None:
+def load_model(options: VQGANOptions, device: torch.device, tile: bool) -> VQGAN:
+    """The VQGAN of the options; with ``tile`` its decoder pads circularly, so it draws a seamless tile."""
+    model = factory.load_vqgan_model(options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, device)
+    if tile:
+        make_periodic(model.decoder)
+    return model
+
+
+def diffusion_prior(options: VQGANOptions, device: torch.device, models: ModelCache,
+                    tile: bool = False) -> DiffusionPrior | None:
     """The diffusion prior that --prior-scale asks for (None at 0), from --prior-model's UNet: a pull toward
-    pictures that model knows, for a decoder that alone draws poorly (the bundled tiny one)."""
+    pictures that model knows, for a decoder that alone draws poorly (the bundled tiny one). With ``tile`` the
+    UNet pads circularly, so the prior does not pull a seamless tile toward pictures with borders."""
     if not options.prior_scale:
         return None
     fp16 = device.type == "cuda"
-    key = ("unet", options.prior_model, options.prior_checkpoint, options.prior_config, device, fp16)
-    unet = models.get(key, lambda: factory.load_unet_model(options.prior_model, options.prior_checkpoint,
-                                                           options.prior_config, device, fp16, "--prior-config"))
+    key = ("unet", options.prior_model, options.prior_checkpoint, options.prior_config, device, fp16, tile)
+    unet = models.get(key, lambda: periodic_if(tile, factory.load_unet_model(
+        options.prior_model, options.prior_checkpoint, options.prior_config, device, fp16, "--prior-config")))
     return DiffusionPrior.for_schedule(unet, PRIOR_TRAINING_STEPS, options.prior_noise_schedule, options.prior_draws,
                                        options.prior_guidance_scale, options.prior_clamp_max or None,
                                        options.prior_clamp_by_signal, device)
@@ -148,14 +160,14 @@ class VQGANGenerator:
                models: ModelCache | None = None) -> "VQGANGenerator":
         """Load the model (or reuse the run's) and make the starting latent, from ``init`` if given."""
         models = models or ModelCache()
-        key = ("vqgan", options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device)
-        model = models.get(key, lambda: factory.load_vqgan_model(
-            options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device))
+        key = ("vqgan", options.vqgan_model, options.vqgan_config, options.vqgan_checkpoint, canvas.device,
+               canvas.tile)
+        model = models.get(key, lambda: load_model(options, canvas.device, canvas.tile))
         model.decoder.checkpointing = canvas.checkpointing
         model = to_channels_last(model, canvas.channels_last)
         width, height = fit_size(canvas.width, canvas.height, model.downsample_factor)
         z = initial_latent(model, options.init, canvas.batch, width, height, canvas.device, init)
-        return cls(model, z, options, canvas, diffusion_prior(options, canvas.device, models))
+        return cls(model, z, options, canvas, diffusion_prior(options, canvas.device, models, canvas.tile))
 
     def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
         """Nothing to choose: the latent starts where ``create`` put it."""
