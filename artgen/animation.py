@@ -307,7 +307,8 @@ def _sources(settings: Settings, count: int) -> Iterator[Tensor | None]:
 def _frame_start(settings: Settings, plan: FramePlan, index: int, source: Tensor | None,
                  previous: Tensor | None) -> tuple[Settings, Tensor | None]:
     """The settings and start image of one frame (None: the run's init image or the generator's own start)."""
-    moved = plan.move(previous, index, settings.border) if previous is not None else None
+    border = "wrap" if settings.tile else settings.border  # a seamless tile moves as the endless plane it tiles
+    moved = plan.move(previous, index, border) if previous is not None else None
     if source is not None:
         init = source
         if moved is not None and settings.blend:

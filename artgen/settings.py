@@ -193,7 +193,8 @@ class AnimationSettings:
                                         "skips that share of its steps, VQGAN pulls its codes toward the start.")
     interpolation: str = setting("linear", "Between key frames: linear, or step (hold until the next key).",
                                  choices=INTERPOLATIONS)
-    border: str = setting("reflect", "What the camera move shows beyond the edge.", choices=BORDERS)
+    border: str = setting("reflect", "What the camera move shows beyond the edge (--tile always wraps).",
+                          choices=BORDERS)
     video_input: str | None = setting(None, "stylize-video: the input video.")
     every_nth: int = setting(1, "stylize-video: use every n-th input frame.")
     blend: float = setting(0.0, "stylize-video: share of the previous output frame mixed into each input frame, "

@@ -194,3 +194,16 @@ def test_pixel_art_draws_the_palette_itself_and_the_others_are_pulled_toward_it(
     values.pop("pixel_size")
     pixels = Session(build_settings(None, None, values | dict(generator="pixels")), progress=False)
     assert len(pixels.objective().regularizers) == 1
+
+
+@pytest.mark.parametrize("tile, border", [(True, "wrap"), (False, "reflect")])
+def test_a_tiled_animation_moves_its_frames_with_wrap_around(tmp_path, tiny_models, monkeypatch, tile, border):
+    """The camera move of a tiled animation wraps, whatever --border says (control: untiled keeps --border)."""
+    import artgen.animation as animation
+    used = []
+    real_move = animation.FramePlan.move
+    monkeypatch.setattr(animation.FramePlan, "move",
+                        lambda self, image, frame, border: used.append(border) or real_move(self, image, frame, border))
+    artgen.animate(progress=False, **tiny_models.settings(frames=2, steps=1, tile=tile, zoom="1.1",
+                                                           frames_dir=str(tmp_path / "frames")))
+    assert used == [border]
