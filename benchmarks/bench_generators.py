@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,7 +38,7 @@ WARMUP = 1
 class NoModels(ModelCache):
     """A model cache that refuses every model: a generator built with it needs no weights."""
 
-    def get(self, key, build):
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
         raise LookupError(key)
 
 
@@ -88,11 +90,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps, after one warm-up step")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    names = args.generators or ["vqgan", *weightless()]
-    unknown = [name for name in names if name != "vqgan" and name not in weightless()]
+    known = ["vqgan", *weightless()]
+    names = args.generators or known
+    unknown = [name for name in names if name not in known]
     if unknown:
-        parser.error(f"--generators {' '.join(unknown)}: not a generator that needs no weights; choose from "
-                     f"vqgan {' '.join(weightless())}")
+        parser.error(f"--generators {' '.join(unknown)}: choose from {' '.join(known)} (the others need weights)")
     device = pick_device(args.device)
     rows = [bench(name, size, args.cutn, args.clip, args.steps, device) for size in args.size for name in names]
     print_table(rows)
