@@ -206,23 +206,25 @@ def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), ea
         lines.append(f"| {name} | random weights | {seeds[0]} | {random.colour:.0%} | {random.shape:.0%} |")
         labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
         tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained[0].images]
-        save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{run}-grid.png",
-                 {"prompts": labels, "seed": seeds[0]})
+        sheet = contact_sheet(tiles, labels, columns=6).quantize(256)  # smooth fields: a tenth of the bytes
+        save_png(sheet, ROOT / "examples" / f"offline-{run}-grid.png", {"prompts": labels, "seed": seeds[0]})
     return "\n".join(lines)
 
 
 def overview(runs: Sequence[str], folder: Path, path: Path, seed: int = 0) -> None:
     """One row per run of six prompts, every colour once and the shapes in turn, saved at ``path``: a small picture
     of the runs side by side for the user guide. They are seed set ``seed``'s images, so those the report or a
-    --measure drew in ``folder`` with the same settings are read back, not redrawn."""
+    --measure drew in ``folder`` with the same settings are read back, not redrawn. Tiles of 96 pixels (nearest:
+    128-pixel pictures keep even cells) and 256 colours keep it to about 50 KB a row in the repository."""
     prompts = list(zip(SHAPE_COLOURS, itertools.cycle(SHAPES)))
     jobs = [(run, colour, shape, seed + ALL_PROMPTS.index((colour, shape)),
              output_path(folder, run, seed + ALL_PROMPTS.index((colour, shape)), None), None, None)
             for run in runs for colour, shape in prompts]
-    tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image, _ in draw_side_by_side(jobs)]
+    tiles = [F.interpolate(image[None], size=(96, 96), mode="nearest")[0] for image, _ in draw_side_by_side(jobs)]
     labels = [f"{run}: {colour} {shape}" if column == 0 else f"{colour} {shape}"
               for run in runs for column, (colour, shape) in enumerate(prompts)]
-    save_png(contact_sheet(tiles, labels, columns=len(prompts)), path, {"prompts": labels, "seed": seed})
+    sheet = contact_sheet(tiles, labels, columns=len(prompts)).quantize(256)
+    save_png(sheet, path, {"prompts": labels, "seed": seed})
 
 
 def earlier_rows(earlier: str, run: str) -> list[str]:

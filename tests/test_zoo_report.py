@@ -125,7 +125,7 @@ def test_overview_shows_every_colour_of_the_first_seed_set_once_per_run(monkeypa
         assert seed == 100 + ALL_PROMPTS.index((colour, shape)) and clip is None
         assert output == zoo_report.output_path(tmp_path, run, seed, None)
     with Image.open(tmp_path / "overview.png") as sheet:
-        assert sheet.width == 6 * 128
+        assert sheet.width == 6 * 96
 
 
 def test_an_image_drawn_with_the_same_settings_is_read_back_and_any_change_redraws(monkeypatch, tmp_path: Path):
