@@ -206,7 +206,7 @@ def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), ea
         lines.append(f"| {name} | random weights | {seeds[0]} | {random.colour:.0%} | {random.shape:.0%} |")
         labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
         tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained[0].images]
-        sheet = contact_sheet(tiles, labels, columns=6).quantize(256)  # smooth fields: a tenth of the bytes
+        sheet = contact_sheet(tiles, labels, columns=6).quantize(256)  # smooth fields: under half the bytes
         save_png(sheet, ROOT / "examples" / f"offline-{run}-grid.png", {"prompts": labels, "seed": seeds[0]})
     return "\n".join(lines)
 
