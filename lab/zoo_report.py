@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 
 import artgen
 from artgen.errors import UserError
+from artgen.generators import generator_class
 from artgen.models import hub
 from artgen.images import load_image, pil_to_tensor
 from artgen.output import contact_sheet, read_metadata, save_png
@@ -101,6 +102,9 @@ def drawn_with(path: Path, settings: Settings) -> bool:
     written is left out: it does not change the drawing, and a folder of images may be moved or copied."""
     if not path.exists():
         return False
+    if settings.run.clip_guidance_scale is None:  # the image records the generator's default that the run used
+        default = generator_class(settings.run.generator).default_clip_guidance_scale
+        settings = settings.replace(clip_guidance_scale=default)
     recorded = dict(read_metadata(path).get("settings") or {})
     wanted = json.loads(json.dumps(settings.to_dict()))
     recorded.pop("output", None)

@@ -152,3 +152,18 @@ def test_an_image_drawn_with_the_same_settings_is_read_back_and_any_change_redra
     with pytest.raises(RuntimeError, match="redrawn"):  # another seed
         zoo_report.draw_and_read("vqgan", "red", "circle", 8, moved, settings=quick)
     assert [(settings.steps, settings.seed) for settings in redrawn] == [(3, 7), (2, 8)]
+
+
+def test_an_image_of_a_preset_without_a_guidance_scale_is_read_back(monkeypatch, tmp_path: Path) -> None:
+    """The pixels preset leaves clip_guidance_scale to the generator; the image records the value the run used."""
+    output = tmp_path / "pixels-3-trained.png"
+    quick = {"steps": 2, "cutn": 4}
+    zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings=quick)
+
+    def fake_generate(settings, progress):
+        raise RuntimeError("redrawn")
+
+    monkeypatch.setattr(zoo_report.artgen, "generate", fake_generate)
+    zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings=quick)
+    with pytest.raises(RuntimeError, match="redrawn"):
+        zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings={**quick, "clip_guidance_scale": 2.0})
