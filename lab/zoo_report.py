@@ -53,11 +53,13 @@ PAGE = Path("lab", "README.md")  # the lab page under ROOT, whose table --write 
 # Each measured run: its name in the table and the grid's file name -> (preset, extra settings). The presets as
 # shipped, and diffusion as the best of two runs by CLIP score (lab/README.md: "--candidates 2"), which is not in the
 # preset because animations draw one image per frame. The generators that need no weights: their presets as
-# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128 (lab/README.md says why).
+# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128, and pixel art also with a learned palette,
+# since PICO-8 has no purple and no saturated blue (lab/README.md says why).
 WEIGHTLESS = {"clip": ["shapes-clip"], "width": 128, "height": 128}
 RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
         "diffusion-best-of-2": ("offline", {"candidates": 2}),
-        "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS)}
+        "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS),
+        "pixel-art-learned-palette": ("pixel-art", {**WEIGHTLESS, "palette": None})}
 ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
 START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
 
