@@ -8,7 +8,7 @@ with the CLIP-free checker; also the report table of lab/README.md and the examp
     .venv/bin/python -m lab.zoo_report --write --seeds 0 100 200 --runs vqgan --images /tmp/zoo-images
         # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
         # --images folder drew with the same settings (and any an interrupted report left)
-    .venv/bin/python -m lab.zoo_report --write --seeds 0 --runs pixels pixel-art --images DIR
+    .venv/bin/python -m lab.zoo_report --write --seeds 0 --runs pixels pixel-art pixel-art-learned-palette --images DIR
     .venv/bin/python -m lab.zoo_report --overview examples/offline-weightless.png --runs pixels pixel-art --images DIR
         # the weightless generators' rows on one seed set (each row names its sets), then one row of six of
         # the same images (read back from DIR) per generator, for the user guide
