@@ -8,6 +8,10 @@ with the CLIP-free checker; also the report table of lab/README.md and the examp
     .venv/bin/python -m lab.zoo_report --write --seeds 0 100 200 --runs vqgan --images /tmp/zoo-images
         # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
         # --images folder drew with the same settings (and any an interrupted report left)
+    .venv/bin/python -m lab.zoo_report --write --seeds 0 --runs pixels pixel-art pixel-art-learned-palette --images DIR
+    .venv/bin/python -m lab.zoo_report --overview examples/offline-weightless.png --runs pixels pixel-art --images DIR
+        # the weightless generators' rows on one seed set (each row names its sets), then one row of six of
+        # the same images (read back from DIR) per generator, for the user guide
 
 tests/test_offline_e2e.py runs a few prompts of the same measurement in the suite (VQGAN+CLIP at half its steps).
 """
@@ -15,6 +19,7 @@ tests/test_offline_e2e.py runs a few prompts of the same measurement in the suit
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
@@ -33,6 +38,7 @@ from safetensors.torch import save_file
 
 import artgen
 from artgen.errors import UserError
+from artgen.generators import generator_class
 from artgen.models import hub
 from artgen.images import load_image, pil_to_tensor
 from artgen.output import contact_sheet, read_metadata, save_png
@@ -46,9 +52,14 @@ PAGE = Path("lab", "README.md")  # the lab page under ROOT, whose table --write 
 
 # Each measured run: its name in the table and the grid's file name -> (preset, extra settings). The presets as
 # shipped, and diffusion as the best of two runs by CLIP score (lab/README.md: "--candidates 2"), which is not in the
-# preset because animations draw one image per frame.
+# preset because animations draw one image per frame. The generators that need no weights: their presets as
+# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128, and pixel art also with a learned palette,
+# since PICO-8 has no purple and no saturated blue (lab/README.md says why).
+WEIGHTLESS = {"clip": ["shapes-clip"], "width": 128, "height": 128}
 RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
-        "diffusion-best-of-2": ("offline", {"candidates": 2})}
+        "diffusion-best-of-2": ("offline", {"candidates": 2}),
+        "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS),
+        "pixel-art-learned-palette": ("pixel-art", {**WEIGHTLESS, "palette": None})}
 ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
 START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
 
@@ -93,6 +104,9 @@ def drawn_with(path: Path, settings: Settings) -> bool:
     written is left out: it does not change the drawing, and a folder of images may be moved or copied."""
     if not path.exists():
         return False
+    if settings.run.clip_guidance_scale is None:  # the image records the generator's default that the run used
+        default = generator_class(settings.run.generator).default_clip_guidance_scale
+        settings = settings.replace(clip_guidance_scale=default)
     recorded = dict(read_metadata(path).get("settings") or {})
     wanted = json.loads(json.dumps(settings.to_dict()))
     recorded.pop("output", None)
@@ -177,37 +191,54 @@ def summary(name: str, metrics: dict) -> str:
 def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), earlier: str = "") -> str:
     """The lab page's table: the zoo's metrics, then each run's hit rates pooled over the seed sets ``seeds`` (and per
     set), and the random-weight control's on the first set; each run's grid shows the first set's images. Runs not
-    in ``runs`` keep their rows from the ``earlier`` table, which must have been drawn on the same seed sets."""
+    in ``runs`` keep their rows from the ``earlier`` table: each row names its seed sets, so a run measured on fewer
+    sets (a slow one, a new one) sits beside the others without redrawing them."""
     control = random_clip_checkpoint(folder)
-    sets = ", ".join(map(str, seeds))
     sentence = (f"End to end, {len(ALL_PROMPTS)} prompts \"a COLOUR SHAPE\" (6 colours x 4 shapes), one image each, "
-                f"on the seed sets {sets} (seed set s: prompt i uses seed s + i; each set's rate in brackets; the "
-                f"random weights draw set {seeds[0]}), read by the CLIP-free checker, each image drawn on one thread:")
+                "on the row's seed sets (seed set s: prompt i uses seed s + i; each set's rate in brackets; the "
+                "random weights draw the first set), read by the CLIP-free checker, each image drawn on one thread:")
     lines = ["| model | size | quality |", "|---|---|---|", *zoo_rows(), "", sentence, "",
-             "| run | CLIP | colour hit rate | shape hit rate |", "|---|---|---|---|"]
+             "| run | CLIP | seed sets | colour hit rate | shape hit rate |", "|---|---|---|---|---|"]
     for run in RUNS:
         if run not in runs:
-            lines += earlier_rows(earlier, run, sentence)
+            lines += earlier_rows(earlier, run)
             continue
         per_set = draw_seed_sets(run, folder, [(seed, None) for seed in seeds] + [(seeds[0], control)])
         trained, random = per_set[:-1], per_set[-1]
         name = run.replace("-", " ")
-        lines.append(f"| {name} | shapes-clip | {pooled_with_sets([r.colour for r in trained])} | "
+        lines.append(f"| {name} | shapes-clip | {', '.join(map(str, seeds))} | "
+                     f"{pooled_with_sets([r.colour for r in trained])} | "
                      f"{pooled_with_sets([r.shape for r in trained])} |")
-        lines.append(f"| {name} | random weights | {random.colour:.0%} | {random.shape:.0%} |")
+        lines.append(f"| {name} | random weights | {seeds[0]} | {random.colour:.0%} | {random.shape:.0%} |")
         labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
         tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained[0].images]
-        save_png(contact_sheet(tiles, labels, columns=6), ROOT / "examples" / f"offline-{run}-grid.png",
-                 {"prompts": labels, "seed": seeds[0]})
+        sheet = contact_sheet(tiles, labels, columns=6).quantize(256)  # smooth fields: under half the bytes
+        save_png(sheet, ROOT / "examples" / f"offline-{run}-grid.png", {"prompts": labels, "seed": seeds[0]})
     return "\n".join(lines)
 
 
-def earlier_rows(earlier: str, run: str, sentence: str) -> list[str]:
-    """The ``run``'s rows of the earlier table, which must describe the same seed sets as ``sentence``."""
+def overview(runs: Sequence[str], folder: Path, path: Path, seed: int = 0) -> None:
+    """One row per run of six prompts, every colour once and the shapes in turn, saved at ``path``: a small picture
+    of the runs side by side for the user guide. They are seed set ``seed``'s images, so those the report or a
+    --measure drew in ``folder`` with the same settings are read back, not redrawn. Tiles of 96 pixels (nearest:
+    128-pixel pictures keep even cells) and 256 colours keep it to about 50 KB a row in the repository."""
+    prompts = list(zip(SHAPE_COLOURS, itertools.cycle(SHAPES)))
+    jobs = [(run, colour, shape, seed + ALL_PROMPTS.index((colour, shape)),
+             output_path(folder, run, seed + ALL_PROMPTS.index((colour, shape)), None), None, None)
+            for run in runs for colour, shape in prompts]
+    tiles = [F.interpolate(image[None], size=(96, 96), mode="nearest")[0] for image, _ in draw_side_by_side(jobs)]
+    labels = [f"{run}: {colour} {shape}" if column == 0 else f"{colour} {shape}"
+              for run in runs for column, (colour, shape) in enumerate(prompts)]
+    sheet = contact_sheet(tiles, labels, columns=len(prompts)).quantize(256)
+    save_png(sheet, path, {"prompts": labels, "seed": seed})
+
+
+def earlier_rows(earlier: str, run: str) -> list[str]:
+    """The ``run``'s rows of the earlier table, each naming its seed sets."""
     name = run.replace("-", " ")
     rows = [line for line in earlier.splitlines() if line.startswith(f"| {name} |")]
-    if sentence not in earlier.split("\n") or not rows:
-        raise SystemExit(f"lab/README.md's table has no rows for {run} on these seed sets; add {run} to --runs")
+    if not rows:
+        raise SystemExit(f"lab/README.md's table has no rows for {run}; add {run} to --runs")
     return rows
 
 
@@ -302,6 +333,8 @@ if __name__ == "__main__":
     parser.add_argument("--grid", type=Path, help="with --measure: save the images as a contact sheet here")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
                         help="draw only these runs; the others keep their rows in lab/README.md's table")
+    parser.add_argument("--overview", type=Path, metavar="PNG", help="only save one row of six images per run in "
+                        "--runs (the first seed set's) as one picture here, e.g. examples/offline-weightless.png")
     parser.add_argument("--images", type=Path, help="keep the images here, and reuse those drawn with the same "
                         "settings (a --measure of a change, then --write with it shipped, draws it once); the "
                         "code is not compared: start a new folder after changing artgen or the models")
@@ -315,6 +348,9 @@ if __name__ == "__main__":
                 measure(args.measure, dict(map(parse_setting, args.settings)), args.seeds, folder, args.grid)
             except UserError as error:
                 raise SystemExit(f"error: {error}") from None
+            raise SystemExit(0)
+        if args.overview:
+            overview(args.runs, folder, args.overview, args.seeds[0])
             raise SystemExit(0)
         table = report(folder, args.seeds, args.runs, page_table())
     print(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lab import zoo_report
 from lab.zoo_report import ALL_PROMPTS, check_seed_sets, interval, measure, parse_setting, report
@@ -71,9 +72,8 @@ def test_report_pools_the_seed_sets_and_draws_the_control_on_the_first(monkeypat
     monkeypatch.setattr(zoo_report, "ROOT", tmp_path)
     table = report(tmp_path, [0, 100])
     count = len(ALL_PROMPTS)
-    assert "| diffusion | shapes-clip | 100% (100, 100) | 75% (100, 50) |" in table
-    assert "| diffusion | random weights | 0% | 0% |" in table
-    assert "seed sets 0, 100" in table
+    assert "| diffusion | shapes-clip | 0, 100 | 100% (100, 100) | 75% (100, 50) |" in table
+    assert "| diffusion | random weights | 0 | 0% | 0% |" in table
     trained_seeds = [*range(count), *range(100, 100 + count)]
     expected = [(seed, True) for seed in trained_seeds] + [(seed, False) for seed in range(count)]
     assert drawn_seeds == expected * len(zoo_report.RUNS)  # once for each run
@@ -97,15 +97,35 @@ def test_report_redraws_only_the_runs_asked_and_keeps_the_other_rows(monkeypatch
     monkeypatch.setattr(zoo_report, "random_clip_checkpoint", lambda folder: folder / "control.safetensors")
     monkeypatch.setattr(zoo_report, "ROOT", tmp_path)
     earlier = report(tmp_path, [0, 100])
-    earlier = earlier.replace("| diffusion | shapes-clip | 100% (100, 100) |",
-                              "| diffusion | shapes-clip | 42% (40, 44) |")
+    earlier = earlier.replace("| diffusion | shapes-clip | 0, 100 | 100% (100, 100) |",
+                              "| diffusion | shapes-clip | 0, 100 | 42% (40, 44) |")
     drawn_runs.clear()
-    table = report(tmp_path, [0, 100], runs=["vqgan"], earlier=earlier)
+    table = report(tmp_path, [200], runs=["vqgan"], earlier=earlier)
     assert drawn_runs == {"vqgan"}
-    assert "| diffusion | shapes-clip | 42% (40, 44) |" in table  # kept, not redrawn
-    assert "| vqgan | shapes-clip | 100% (100, 100) |" in table
-    with pytest.raises(SystemExit, match="no rows for diffusion on these seed sets"):
-        report(tmp_path, [0, 200], runs=["vqgan"], earlier=earlier)
+    assert "| diffusion | shapes-clip | 0, 100 | 42% (40, 44) |" in table  # kept with its seed sets, not redrawn
+    assert "| vqgan | shapes-clip | 200 | 100% |" in table and "| vqgan | random weights | 200 | 100% |" in table
+    assert len(table.splitlines()) == len(earlier.splitlines())
+    without_diffusion = "\n".join(line for line in earlier.splitlines() if not line.startswith("| diffusion |"))
+    with pytest.raises(SystemExit, match="no rows for diffusion; add diffusion to --runs"):
+        report(tmp_path, [0], runs=["vqgan"], earlier=without_diffusion)
+
+
+def test_overview_shows_every_colour_of_the_first_seed_set_once_per_run(monkeypatch, tmp_path: Path) -> None:
+    jobs_seen = []
+
+    def fake_draw(jobs):
+        jobs_seen.extend(jobs)
+        return [(torch.zeros(3, 8, 8), (colour, shape)) for _, colour, shape, _, _, _, _ in jobs]
+
+    monkeypatch.setattr(zoo_report, "draw_side_by_side", fake_draw)
+    zoo_report.overview(["pixels", "vqgan"], tmp_path, tmp_path / "overview.png", seed=100)
+    assert [job[0] for job in jobs_seen] == ["pixels"] * 6 + ["vqgan"] * 6
+    assert [job[1] for job in jobs_seen[:6]] == list(zoo_report.SHAPE_COLOURS)
+    for run, colour, shape, seed, output, clip, _ in jobs_seen:  # the table's images of seed set 100, trained CLIP
+        assert seed == 100 + ALL_PROMPTS.index((colour, shape)) and clip is None
+        assert output == zoo_report.output_path(tmp_path, run, seed, None)
+    with Image.open(tmp_path / "overview.png") as sheet:
+        assert sheet.width == 6 * 96
 
 
 def test_an_image_drawn_with_the_same_settings_is_read_back_and_any_change_redraws(monkeypatch, tmp_path: Path):
@@ -132,3 +152,18 @@ def test_an_image_drawn_with_the_same_settings_is_read_back_and_any_change_redra
     with pytest.raises(RuntimeError, match="redrawn"):  # another seed
         zoo_report.draw_and_read("vqgan", "red", "circle", 8, moved, settings=quick)
     assert [(settings.steps, settings.seed) for settings in redrawn] == [(3, 7), (2, 8)]
+
+
+def test_an_image_of_a_preset_without_a_guidance_scale_is_read_back(monkeypatch, tmp_path: Path) -> None:
+    """The pixels preset leaves clip_guidance_scale to the generator; the image records the value the run used."""
+    output = tmp_path / "pixels-3-trained.png"
+    quick = {"steps": 2, "cutn": 4}
+    zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings=quick)
+
+    def fake_generate(settings, progress):
+        raise RuntimeError("redrawn")
+
+    monkeypatch.setattr(zoo_report.artgen, "generate", fake_generate)
+    zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings=quick)
+    with pytest.raises(RuntimeError, match="redrawn"):
+        zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings={**quick, "clip_guidance_scale": 2.0})
