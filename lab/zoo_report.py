@@ -8,8 +8,8 @@ with the CLIP-free checker; also the report table of lab/README.md and the examp
     .venv/bin/python -m lab.zoo_report --write --seeds 0 100 200 --runs vqgan --images /tmp/zoo-images
         # after a change to one preset: redraw its rows only, reusing the images a --measure with the same
         # --images folder drew with the same settings (and any an interrupted report left)
-    .venv/bin/python -m lab.zoo_report --write --seeds 0 --runs pixels pixel-art pixel-art-learned-palette --images DIR
-    .venv/bin/python -m lab.zoo_report --overview examples/offline-weightless.png --runs pixels pixel-art --images DIR
+    .venv/bin/python -m lab.zoo_report --write --seeds 0 --runs pixels pixel-art strokes --images DIR
+    .venv/bin/python -m lab.zoo_report --overview examples/offline-weightless.png --runs pixels pixel-art strokes --images DIR
         # the weightless generators' rows on one seed set (each row names its sets), then one row of six of
         # the same images (read back from DIR) per generator, for the user guide
 
@@ -53,13 +53,11 @@ PAGE = Path("lab", "README.md")  # the lab page under ROOT, whose table --write 
 # Each measured run: its name in the table and the grid's file name -> (preset, extra settings). The presets as
 # shipped, and diffusion as the best of two runs by CLIP score (lab/README.md: "--candidates 2"), which is not in the
 # preset because animations draw one image per frame. The generators that need no weights: their presets as
-# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128, and pixel art also with a learned palette,
-# since PICO-8 has no purple and no saturated blue (lab/README.md says why).
+# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128.
 WEIGHTLESS = {"clip": ["shapes-clip"], "width": 128, "height": 128}
 RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
         "diffusion-best-of-2": ("offline", {"candidates": 2}),
-        "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS),
-        "pixel-art-learned-palette": ("pixel-art", {**WEIGHTLESS, "palette": None})}
+        "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS), "strokes": ("strokes", WEIGHTLESS)}
 ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
 START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
 
