@@ -105,7 +105,10 @@ def drawn_with(path: Path, settings: Settings) -> bool:
     if settings.run.clip_guidance_scale is None:  # the image records the generator's default that the run used
         default = generator_class(settings.run.generator).default_clip_guidance_scale
         settings = settings.replace(clip_guidance_scale=default)
-    recorded = dict(read_metadata(path).get("settings") or {})
+    try:  # a recipe written before a setting existed was drawn with that setting's default
+        recorded = json.loads(json.dumps(build_settings(base=read_metadata(path).get("settings") or {}).to_dict()))
+    except UserError:
+        return False
     wanted = json.loads(json.dumps(settings.to_dict()))
     recorded.pop("output", None)
     wanted.pop("output", None)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from artgen.output import read_metadata, save_png
 from lab import zoo_report
 from lab.zoo_report import ALL_PROMPTS, check_seed_sets, interval, measure, parse_setting, report
 
@@ -167,3 +168,22 @@ def test_an_image_of_a_preset_without_a_guidance_scale_is_read_back(monkeypatch,
     zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings=quick)
     with pytest.raises(RuntimeError, match="redrawn"):
         zoo_report.draw_and_read("pixels", "red", "circle", 3, output, settings={**quick, "clip_guidance_scale": 2.0})
+
+
+def test_an_image_recorded_before_a_setting_existed_is_read_back_at_that_settings_default(monkeypatch, tmp_path):
+    """A recipe that does not name a later setting was drawn with its default; a non-default value redraws."""
+    output = tmp_path / "pixels-4-trained.png"
+    quick = {"steps": 2, "cutn": 4}
+    zoo_report.draw_and_read("pixels", "red", "circle", 4, output, settings=quick)
+    metadata = read_metadata(output)
+    del metadata["settings"]["symmetry"]
+    with Image.open(output) as picture:
+        save_png(picture.convert("RGB"), output, metadata, overwrite=True)
+
+    def fake_generate(settings, progress):
+        raise RuntimeError("redrawn")
+
+    monkeypatch.setattr(zoo_report.artgen, "generate", fake_generate)
+    zoo_report.draw_and_read("pixels", "red", "circle", 4, output, settings=quick)
+    with pytest.raises(RuntimeError, match="redrawn"):
+        zoo_report.draw_and_read("pixels", "red", "circle", 4, output, settings={**quick, "symmetry": "vertical"})
