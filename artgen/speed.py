@@ -41,6 +41,18 @@ def cpu_has_native_bf16() -> bool:
     return bool(_cpu_flags() & NATIVE_BF16_FLAGS)
 
 
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 in hardware, and what says so (for the user): on CUDA the compute
+    capability (8.0, Ampere, and later have bf16 tensor cores), on a CPU its flags (:func:`cpu_has_native_bf16`)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        verdict = "computes bf16 natively" if major >= 8 else "has no native bf16 (8.0 and later do)"
+        return major >= 8, f"CUDA compute capability {major}.{minor} {verdict}"
+    if cpu_has_native_bf16():
+        return True, "this CPU computes bf16 natively (avx512_bf16 or AMX)"
+    return False, "this CPU has no native bf16 (no avx512_bf16 or AMX): bf16 would be emulated, many times slower"
+
+
 def _cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo ("flags" on x86, "Features" on Arm); empty where unreadable."""
     try:
