@@ -61,13 +61,12 @@ def choose_checkpointing(settings: Settings, device: torch.device) -> Choice:
     """Checkpointing only when the estimated memory at this size exceeds what the device has free."""
     plain = settings.replace(checkpointing=False)
     needed = memory.footprint(plain, device).bytes_at(settings.width, settings.height)
-    free = memory.available_bytes(device)
-    size = f"{settings.width}x{settings.height}"
-    if needed > free:
-        return Choice("checkpointing", True, f"{size} needs about {memory.readable(needed)} without it, more than the "
-                                             f"{memory.readable(free)} free on {device.type}")
-    return Choice("checkpointing", False, f"{size} needs about {memory.readable(needed)}, {memory.readable(free)} free "
-                                          f"on {device.type}")
+    available = memory.available_bytes(device)
+    size, need, free = f"{settings.width}x{settings.height}", memory.readable(needed), memory.readable(available)
+    if needed > available:
+        return Choice("checkpointing", True, f"{size} needs about {need} without it, more than the {free} free on "
+                                             f"{device.type}")
+    return Choice("checkpointing", False, f"{size} needs about {need}, {free} free on {device.type}")
 
 
 def settle(settings: Settings, device: torch.device) -> tuple[Settings, list[Choice]]:

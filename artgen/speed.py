@@ -1,5 +1,6 @@
-"""The fast paths, each switched by a setting with a safe default: mixed precision, channels_last memory
-layout, torch.compile with a clean fallback. Gradient checkpointing lives in the models themselves.
+"""The fast paths, each switched by a setting: mixed precision, channels_last memory layout, torch.compile with a
+clean fallback; and what the device computes natively, from which artgen.auto chooses the first two when they are
+left automatic. Gradient checkpointing lives in the models themselves.
 """
 
 from __future__ import annotations

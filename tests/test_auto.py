@@ -10,7 +10,7 @@ from PIL import Image
 
 import artgen.memory as memory
 import artgen.speed as speed
-from artgen import generate
+from artgen import animate, generate
 from artgen.auto import settle
 from artgen.output import read_metadata
 from artgen.settings import build_settings
@@ -79,6 +79,16 @@ def test_the_recipe_records_what_auto_chose_and_from_repeats_it(artgen, tiny_mod
     assert fresh.code == 0, fresh.err
     assert read_metadata("auto.png")["settings"]["precision"] == "fp32"
     assert not np.array_equal(pixels("auto.png"), pixels("first.png"))
+
+
+def test_a_resumed_animation_keeps_the_precision_its_frames_were_drawn_with(tiny_models, monkeypatch, tmp_path,
+                                                                           plenty_of_memory):
+    """Frames drawn in fp32 (as every frame before auto existed) go on in fp32 where auto would now pick bf16."""
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    settings = tiny_models.settings(steps=1, frames=1, frames_dir=str(tmp_path / "frames"))  # pinned to fp32
+    animate(progress=False, **settings)
+    resumed = animate(progress=False, **settings | AUTO | {"frames": 2, "resume": True})
+    assert [read_metadata(path)["settings"]["precision"] for path in resumed.frames] == ["fp32", "fp32"]
 
 
 def test_a_run_says_what_auto_chose_and_why(artgen, tiny_models, monkeypatch, plenty_of_memory):
