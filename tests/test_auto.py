@@ -139,3 +139,12 @@ def test_checkpointing_stays_off_where_the_size_fits(artgen, tiny_models, plenty
     result = artgen("generate", "x", *tiny_models.vqgan_flags, "--steps", "1", "-o", "plain.png", "--quiet")
     assert result.code == 0 and result.err == "", result.err
     assert read_metadata("plain.png")["settings"]["checkpointing"] is False
+
+
+def test_an_unknown_precision_is_one_line(artgen, tmp_path):
+    result = artgen("generate", "x", "--precision", "fp64")
+    assert result.code == 2 and result.err.count("\n") == 1 and "'auto', 'fp32', 'bf16', 'fp16'" in result.err
+    (tmp_path / "mine.yaml").write_text("precision: fp8\n")
+    result = artgen("generate", "x", "--preset", "mine.yaml")
+    assert result.code == 2 and result.err.strip() == ("artgen: error: unknown precision 'fp8': choose one of auto, "
+                                                       "fp32, bf16, fp16")
