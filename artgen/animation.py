@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from . import video
+from .auto import is_auto
 from .errors import RunInterrupted, UsageError, UserError
 from .images import cover_resize, fit_image, load_image, pil_to_tensor
 from .objective import Objective
@@ -37,8 +38,9 @@ log = logging.getLogger("artgen")
 DEFAULT_FPS = 12.0
 MAX_ZOOM = 10.0  # per frame: beyond it a frame keeps under 1% of the last one's pixels
 MAX_STEPS_PER_FRAME = 100_000  # a hundred times the longest preset run; 1e30 would never finish
-# Settings that may change between a run and its --resume: they do not alter the frames already made.
-RESUMABLE = ("overwrite", "resume", "frames", "fps", "crf", "gif", "device")
+# Settings that may change between a run and its --resume: they do not alter the frames already made (checkpointing
+# gives the same numbers, and when not given it follows the memory free at the time)
+RESUMABLE = ("overwrite", "resume", "frames", "fps", "crf", "gif", "device", "checkpointing")
 
 
 @dataclass
@@ -172,7 +174,7 @@ def animate(settings: Settings | None = None, preset: str | None = None, progres
         raise UsageError("how many frames? give --frames N (1 or more)")
     if settings.video_input:
         video.check_video(settings.video_input)  # once, before its frames are counted and read
-    session = Session(_settle_seed(settings), progress)
+    session = Session(_continued(_settle_seed(settings)), progress)
     settings = session.settings
     count = (video.count_frames(settings.video_input, settings.every_nth, settings.frames)
              if settings.video_input else settings.frames)
@@ -211,6 +213,20 @@ def _settle_seed(settings: Settings) -> Settings:
         if frames:
             return settings.replace(seed=read_metadata(frames[-1])["settings"]["seed"])
     return with_seed(settings)
+
+
+def _continued(settings: Settings) -> Settings:
+    """A resumed run keeps the arithmetic its frames were drawn with: a precision or channels-last left automatic
+    takes the last frame's recorded value, even where auto would now choose otherwise (frames of older versions
+    were drawn in fp32). Checkpointing, which gives the same numbers, follows the memory free now."""
+    folder = Path(fill_template(settings.frames_dir, settings))
+    frames = video.frame_files(folder) if settings.resume and folder.is_dir() else []
+    if not frames:
+        return settings
+    recorded = read_metadata(frames[-1]).get("settings", {})
+    kept = {name: recorded[name] for name in ("precision", "channels_last")
+            if is_auto(getattr(settings, name)) and name in recorded}
+    return settings.replace(**kept).validate()
 
 
 def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tuple[int, Tensor | None]:

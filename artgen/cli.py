@@ -268,6 +268,22 @@ def models_path(name: str | None) -> None:
         click.echo(f"{role}: {hub.model_path(name, role)}")
 
 
+@cli.command()
+@click.option("--device", default="auto", show_default=True, help="The device to report on: auto, cpu, cuda or cuda:N.")
+@click.option("--preset", help="Report the automatic choices for this preset's generator and size.")
+@click.pass_context
+def doctor(ctx: click.Context, device: str, preset: str | None) -> None:
+    """What this machine gives a run: versions, the device, what the automatic settings (--precision auto,
+    --channels-last and --checkpointing when not given) choose there and why, and the models cache."""
+    from .doctor import report
+    from .models import hub
+
+    for line in report(device, preset):
+        click.echo(line)
+    click.echo(f"models cache: {hub.home()}")
+    ctx.invoke(models_list)
+
+
 def reference_markdown() -> str:
     """docs/cli.md: every command and flag, grouped as ``--help`` groups them (a test keeps the file current)."""
     lines = ["# artgen command reference", "",

@@ -188,9 +188,11 @@ def check_fits(settings: Settings, device: torch.device) -> None:
     if settings.batch > 1:
         routes.append("a smaller --batch")
     fix = "; ".join(routes) or "this device has too little memory for any size of this model"
-    raise UserError(f"{settings.width}x{settings.height} needs about {_gib(needed)} for {cost.what} (estimate), "
-                    f"more than the {_gib(available)} of {where} on {device.type}: {fix}")
+    checkpointed = " with gradient checkpointing" if settings.checkpointing else ""
+    raise UserError(f"{settings.width}x{settings.height} needs about {readable(needed)} for {cost.what}{checkpointed} "
+                    f"(estimate), more than the {readable(available)} of {where} on {device.type}: {fix}")
 
 
-def _gib(count: float) -> str:
-    return f"{count / 2**30:,.1f} GiB"
+def readable(count: float) -> str:
+    """Bytes in GiB, or in MiB below one GiB (where 0.0 GiB would say nothing)."""
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.0f} MiB"

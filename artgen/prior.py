@@ -60,7 +60,8 @@ class DiffusionPrior:
 
     def __call__(self, image: Tensor, clip_loss: ClipLoss | None = None) -> Tensor:
         size = self.unet.config.image_size
-        x0 = F.interpolate(image.clamp(0, 1), size=(size, size), mode="bilinear", align_corners=False,
+        # float32: a decoder under bf16 autocast hands over bf16, which antialiased resizing lacks on the CPU
+        x0 = F.interpolate(image.float().clamp(0, 1), size=(size, size), mode="bilinear", align_corners=False,
                            antialias=True).mul(2).sub(1)
         x0 = x0.repeat(self.draws, 1, 1, 1)
         steps = len(self.alphas_cumprod)

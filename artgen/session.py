@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from . import auto
 from .errors import RunInterrupted, UserError
 from .generators import Canvas, Generator, ModelCache, generator_class
 from .loop import optimize
@@ -61,9 +62,11 @@ class Session:
 
     def __init__(self, settings: Settings, progress: bool = True) -> None:
         self.device = resolve_device(settings.run.device)
-        warn_if_slow_precision(settings.run.precision, self.device)
         self.generator_class = generator_class(settings.run.generator)
+        settings, choices = auto.settle(settings, self.device)  # what runs is what the PNGs record
         check_fits(settings, self.device)
+        auto.report(choices)
+        warn_if_slow_precision(settings.run.precision, self.device)
         if settings.run.clip_guidance_scale is None:
             settings = settings.replace(clip_guidance_scale=self.generator_class.default_clip_guidance_scale)
         self.settings = settings

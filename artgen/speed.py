@@ -1,5 +1,6 @@
-"""The fast paths, each switched by a setting with a safe default: mixed precision, channels_last memory
-layout, torch.compile with a clean fallback. Gradient checkpointing lives in the models themselves.
+"""The fast paths, each switched by a setting: mixed precision, channels_last memory layout, torch.compile with a
+clean fallback; and what the device computes natively, from which artgen.auto chooses the first two when they are
+left automatic. Gradient checkpointing lives in the models themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def cpu_has_native_bf16() -> bool:
     if torch.backends.cpu.get_cpu_capability() in ("NO AVX", "AVX2"):
         return False  # torch's kernels for this process do not use AVX-512, whatever the CPU has
     return bool(_cpu_flags() & NATIVE_BF16_FLAGS)
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 in hardware, and what says so (for the user): on CUDA the compute
+    capability (8.0, Ampere, and later have bf16 tensor cores), on a CPU its flags (:func:`cpu_has_native_bf16`)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        verdict = "computes bf16 natively" if major >= 8 else "has no native bf16 (8.0 and later do)"
+        return major >= 8, f"CUDA compute capability {major}.{minor} {verdict}"
+    if cpu_has_native_bf16():
+        return True, "this CPU computes bf16 natively (avx512_bf16 or AMX)"
+    return False, "this CPU has no native bf16 (no avx512_bf16 or AMX): bf16 would be emulated, many times slower"
 
 
 def _cpu_flags() -> set[str]:

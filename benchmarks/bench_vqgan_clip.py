@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/bench_vqgan_clip.py --size 256 --cutn 32 --fast precision=bf16 channels_last
 
 The models are the real architectures (taming's vqgan_imagenet_f16_16384 and an open_clip ViT-B-32) with
-random weights, so nothing downloads. Variants: ``baseline`` (benchmarks/baseline.py), ``artgen`` (fp32,
-eager: the defaults) and ``fast`` (artgen with the settings given by --fast). Prints iterations per second,
+random weights, so nothing downloads. Variants: ``baseline`` (benchmarks/baseline.py), ``artgen`` (its
+defaults, settled for the device as a run settles them: bf16 and channels-last where the device computes bf16
+natively, else fp32) and ``fast`` (artgen with the settings given by --fast). Prints iterations per second,
 peak memory (CUDA: torch's peak allocation; CPU: the process's peak resident set while stepping, models
 included) and the ratios to the baseline, and appends the table to benchmarks/results/vqgan_clip.json.
 """
@@ -25,6 +26,7 @@ from baseline import PlainCLIPLoss, PlainVQGANLoop  # noqa: E402
 from common import (VQGAN_F16_16384, parse_fast, peak_memory_mib, pick_device, print_table, time_steps,  # noqa: E402
                     write_record)
 
+from artgen.auto import settle  # noqa: E402
 from artgen.generators.vqgan import VQGANGenerator, initial_latent  # noqa: E402
 from artgen.loop import optimize  # noqa: E402
 from artgen.models.vqgan import VQGAN  # noqa: E402
@@ -55,8 +57,8 @@ def time_baseline(size: int, cutn: int, clip: str, steps: int, device: torch.dev
 
 
 def time_artgen(size: int, cutn: int, clip: str, steps: int, device: torch.device, **fast) -> tuple[float, float]:
-    settings = build_settings(None, None, dict(prompts=[PROMPT], width=size, height=size, cutn=cutn, steps=10**6,
-                                               clip_guidance_scale=1.0, **fast))
+    settings, _ = settle(build_settings(None, None, dict(prompts=[PROMPT], width=size, height=size, cutn=cutn,
+                                                         steps=10**6, clip_guidance_scale=1.0, **fast)), device)
     model = vqgan(device)
     run = settings.run
     model.decoder.checkpointing = run.checkpointing

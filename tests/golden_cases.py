@@ -21,6 +21,8 @@ import yaml
 from PIL import Image
 
 GOLDEN = Path(__file__).parent / "assets" / "golden"
+# Every case runs as the pictures were drawn: in fp32 without channels-last (the defaults may choose otherwise)
+RECORDED_ARITHMETIC = ["--precision", "fp32", "--no-channels-last"]
 
 
 def cpu_kind() -> str:
@@ -82,7 +84,7 @@ def run_case(args: list[str], output: Path) -> list[Path]:
     torch.set_num_threads(1)
     target = ["--frames-dir", str(output)] if args[0] == "animate" else ["--output", str(output / "image.png")]
     try:
-        main([*args, *target, "--quiet", "--overwrite"])
+        main([*args, *RECORDED_ARITHMETIC, *target, "--quiet", "--overwrite"])
     except SystemExit as exit:
         if exit.code:
             raise RuntimeError(f"artgen {' '.join(args)} exited with {exit.code}") from None

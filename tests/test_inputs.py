@@ -137,10 +137,15 @@ def test_a_size_that_cannot_fit_is_refused_before_allocating(artgen, tiny_models
 
 
 def test_checkpointing_is_offered_where_it_helps(artgen, no_allocation, tmp_path, monkeypatch):
-    """The downloadable VQGANs' decoder (read before its download) is dominated by its full-size feature maps."""
+    """The downloadable VQGANs' decoder (read before its download) is dominated by its full-size feature maps.
+    Left automatic, checkpointing is on already at such a size, and the size offered is the one it fits."""
     monkeypatch.setenv("ARTGEN_HOME", str(tmp_path / "cache"))
-    one_error(artgen("generate", "x", "--width", "100000", "--height", "100000", "--steps", "1"),
-              "the VQGAN decoder's activations", "the largest size that fits", "--checkpointing fits up to")
+    huge = ["generate", "x", "--width", "100000", "--height", "100000", "--steps", "1"]
+    plain = one_error(artgen(*huge, "--no-checkpointing"), "the VQGAN decoder's activations",
+                      "the largest size that fits", "--checkpointing fits up to")
+    lean = one_error(artgen(*huge), "activations with gradient checkpointing", "the largest size that fits")
+    offered = lambda line: int(line.split("--width ")[1].split()[0])  # noqa: E731
+    assert "--checkpointing fits" not in lean and offered(lean) > offered(plain)
 
 
 def test_animations_and_candidates_are_checked_too(artgen, tiny_models, no_allocation):
@@ -245,8 +250,9 @@ def diverged(on_cuda: bool = False, **values) -> str:
     from artgen.settings import build_settings
 
     device = torch.device("cuda" if on_cuda else "cpu")
-    return diverged_message(build_settings(None, None, {"prompts": ["x"], "device": "cpu", **values}), device, 3,
-                            math.nan)
+    settled = {"precision": "fp32"}  # a run's message sees its precision settled (never auto)
+    return diverged_message(build_settings(None, None, {"prompts": ["x"], "device": "cpu", **settled, **values}),
+                            device, 3, math.nan)
 
 
 def test_the_divergence_message_names_causes_of_this_run():
