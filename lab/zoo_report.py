@@ -53,8 +53,9 @@ PAGE = Path("lab", "README.md")  # the lab page under ROOT, whose table --write 
 # Each measured run: its name in the table and the grid's file name -> (preset, extra settings). The presets as
 # shipped, and diffusion as the best of two runs by CLIP score (lab/README.md: "--candidates 2"), which is not in the
 # preset because animations draw one image per frame. The generators that need no weights: their presets as
-# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128.
-WEIGHTLESS = {"clip": ["shapes-clip"], "width": 128, "height": 128}
+# shipped, scored by the bundled CLIP instead of ViT-B-32, at 128x128, in fp32 (as the offline presets pin it: the
+# rates then do not depend on whether a CPU computes bf16).
+WEIGHTLESS = {"clip": ["shapes-clip"], "width": 128, "height": 128, "precision": "fp32"}  # fp32: as the others
 RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
         "diffusion-best-of-2": ("offline", {"candidates": 2}),
         "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS), "strokes": ("strokes", WEIGHTLESS)}
