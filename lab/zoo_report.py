@@ -37,6 +37,7 @@ import yaml
 from safetensors.torch import save_file
 
 import artgen
+from artgen.auto import settle
 from artgen.errors import UserError
 from artgen.generators import generator_class
 from artgen.models import hub
@@ -103,6 +104,7 @@ def drawn_with(path: Path, settings: Settings) -> bool:
     written is left out: it does not change the drawing, and a folder of images may be moved or copied."""
     if not path.exists():
         return False
+    settings = settle(settings, torch.device("cpu"))[0]  # the image records what auto chose for its run
     if settings.run.clip_guidance_scale is None:  # the image records the generator's default that the run used
         default = generator_class(settings.run.generator).default_clip_guidance_scale
         settings = settings.replace(clip_guidance_scale=default)
