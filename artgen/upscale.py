@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,18 +110,26 @@ def tile_settings(settings: Settings, tile: int) -> Settings:
     return settings.replace(width=tile, height=tile, **TILE_RUN)
 
 
-def refine(session: Session, settings: Settings, start: Tensor, upscale: UpscaleSettings,
-           feathered: bool = True) -> tuple[Tensor, float]:
+def refine(session: Session, settings: Settings, start: Tensor, upscale: UpscaleSettings) -> tuple[Tensor, float]:
     """Refine the enlarged picture ``start`` [1,3,H,W] tile by tile with the session's generator; returns the
     blended picture and the tiles' mean last loss. ``settings`` are the tiles' (see ``tile_settings``)."""
     height, width = start.shape[-2:]
-    tile, overlap = upscale.upscale_tile, upscale.upscale_overlap
-    run = settings.run
-    one = Settings(run, settings.options.for_frame(run.steps, run.steps, upscale.strength))
-    boxes = plan_tiles(width, height, tile, overlap)
-    blend = Blend(width, height, overlap, feathered)
-    objective = session.objective()
+    blend = Blend(width, height, upscale.upscale_overlap)
     losses = []
+    for tile, left, top, loss in refined_tiles(session, settings, start, upscale):
+        blend.add(tile, left, top)
+        losses.append(loss)
+    return blend.result(), sum(losses) / len(losses)
+
+
+def refined_tiles(session: Session, settings: Settings, start: Tensor,
+                  upscale: UpscaleSettings) -> Iterator[tuple[Tensor, int, int, float]]:
+    """Each tile of ``start`` refined: (picture [3,tile,tile] on the CPU, left, top, last loss)."""
+    height, width = start.shape[-2:]
+    tile, run = upscale.upscale_tile, settings.run
+    one = Settings(run, settings.options.for_frame(run.steps, run.steps, upscale.strength))
+    boxes = plan_tiles(width, height, tile, upscale.upscale_overlap)
+    objective = session.objective()
     for index, (left, top) in enumerate(boxes):
         torch.manual_seed(run.seed + index)
         generator = session.generator(one, start[..., top:top + tile, left:left + tile])
@@ -128,11 +137,10 @@ def refine(session: Session, settings: Settings, start: Tensor, upscale: Upscale
             raise UsageError(f"--upscale-tile {tile}: the {run.generator} generator draws {generator.width}x"
                              f"{generator.height} tiles instead: give a multiple of 16")
         try:
-            losses.append(session.drive(generator, objective, f"tile {index + 1}/{len(boxes)}"))
+            loss = session.drive(generator, objective, f"tile {index + 1}/{len(boxes)}")
         except KeyboardInterrupt:
             raise RunInterrupted(f"interrupted at tile {index + 1} of {len(boxes)}: nothing saved") from None
-        blend.add(generator.snapshot().cpu()[0], left, top)
-    return blend.result(), sum(losses) / len(losses)
+        yield generator.snapshot().cpu()[0], left, top, loss
 
 
 def file_hash(path: Path) -> str:
