@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .errors import RunInterrupted, UsageError, UserError
 from .images import load_image, pil_to_tensor
+from .objective import Objective
 from .output import OutputTaken, read_metadata, resolve_outputs, save_png
 from .recipe import rerun_recipe
 from .run import with_seed
@@ -110,26 +111,28 @@ def tile_settings(settings: Settings, tile: int) -> Settings:
     return settings.replace(width=tile, height=tile, **TILE_RUN)
 
 
-def refine(session: Session, settings: Settings, start: Tensor, upscale: UpscaleSettings) -> tuple[Tensor, float]:
+def refine(session: Session, settings: Settings, start: Tensor, upscale: UpscaleSettings,
+           objective: Objective | None = None) -> tuple[Tensor, float]:
     """Refine the enlarged picture ``start`` [1,3,H,W] tile by tile with the session's generator; returns the
     blended picture and the tiles' mean last loss. ``settings`` are the tiles' (see ``tile_settings``)."""
     height, width = start.shape[-2:]
     blend = Blend(width, height, upscale.upscale_overlap)
     losses = []
-    for tile, left, top, loss in refined_tiles(session, settings, start, upscale):
+    for tile, left, top, loss in refined_tiles(session, settings, start, upscale, objective):
         blend.add(tile, left, top)
         losses.append(loss)
     return blend.result(), sum(losses) / len(losses)
 
 
-def refined_tiles(session: Session, settings: Settings, start: Tensor,
-                  upscale: UpscaleSettings) -> Iterator[tuple[Tensor, int, int, float]]:
-    """Each tile of ``start`` refined: (picture [3,tile,tile] on the CPU, left, top, last loss)."""
+def refined_tiles(session: Session, settings: Settings, start: Tensor, upscale: UpscaleSettings,
+                  objective: Objective | None = None) -> Iterator[tuple[Tensor, int, int, float]]:
+    """Each tile of ``start`` refined toward ``objective`` (default: the session's): (picture [3,tile,tile] on
+    the CPU, left, top, last loss)."""
     height, width = start.shape[-2:]
     tile, run = upscale.upscale_tile, settings.run
     one = Settings(run, settings.options.for_frame(run.steps, run.steps, upscale.strength))
     boxes = plan_tiles(width, height, tile, upscale.upscale_overlap)
-    objective = session.objective()
+    objective = objective or session.objective()
     for index, (left, top) in enumerate(boxes):
         torch.manual_seed(run.seed + index)
         generator = session.generator(one, start[..., top:top + tile, left:left + tile])
@@ -229,15 +232,17 @@ def _target(source: Path, settings: Settings, scale: int, named: bool) -> Path:
     return target
 
 
-def upscale_saved(session: Session, settings: Settings, paths: list[Path]) -> list[Path]:
-    """``generate --upscale N``: upscale each image the run saved with the run's own session (its models loaded
-    once), writing NAME.upN.png beside it; a name already taken is kept, with a warning."""
+def upscale_saved(session: Session, settings: Settings, paths: list[Path],
+                  objective: Objective | None = None) -> list[Path]:
+    """``--upscale N`` of generate and animate: upscale each image the run saved with the run's own session (its
+    models loaded once) toward ``objective`` (an animation frame's prompts), writing NAME.upN.png beside it; a
+    name already taken is kept, with a warning."""
     written = []
     for path in paths:
         picture = load_image(path, "image")
         upscale = UpscaleSettings(scale=settings.run.upscale).sized(picture.width, picture.height)
         one = tile_settings(settings, upscale.upscale_tile)
-        result, loss = refine(session, one, enlarge(picture, upscale.scale), upscale)
+        result, loss = refine(session, one, enlarge(picture, upscale.scale), upscale, objective)
         target = upscaled_name(path, upscale.scale)
         try:
             written.append(save_png(result, target, metadata(one, upscale, path, picture, settings.to_dict(), loss),

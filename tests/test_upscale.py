@@ -127,3 +127,18 @@ def test_a_prompt_replaces_a_missing_recipe(artgen, tmp_path):
     assert result.code == 0, result.err
     recorded = read_metadata(tmp_path / "noise.up2.png")
     assert recorded["settings"]["prompts"] == ["a blue square"] and recorded["upscale"]["source"]["settings"] is None
+
+
+def test_animation_upscales_each_frame_beside_it(tmp_path, tiny_models):
+    """Each frame gets frame_0000N.up2.png; the video is still made of the frames alone."""
+    import imageio.v3 as iio
+
+    import artgen as api
+
+    result = api.animate(progress=False, **tiny_models.settings(frames=2, steps=1, upscale=2, zoom="1.05",
+                                                                frames_dir=str(tmp_path / "frames")))
+    assert sorted(path.name for path in result.folder.iterdir()) == [
+        "frame_00001.png", "frame_00001.up2.png", "frame_00002.png", "frame_00002.up2.png"]
+    with Image.open(result.folder / "frame_00002.up2.png") as picture:
+        assert picture.size == (64, 64)
+    assert iio.imread(result.video, plugin="FFMPEG", index=None).shape == (2, 32, 32, 3)
