@@ -240,7 +240,8 @@ class UpscaleSettings:
     upscale_overlap: int | None = setting(None, "Pixels that neighbouring tiles share, blended with weights that "
                                                 "fade across them so no seam shows (default: a quarter tile).")
     strength: float = setting(0.6, "How much of the enlarged picture each tile keeps, 0-1: diffusion skips that "
-                                   "share of its steps, VQGAN pulls its codes toward the tile that hard.")
+                                   "share of its steps, VQGAN pulls its codes toward the tile that hard; pixels, "
+                                   "pixel-art and strokes start from the tile itself and have no pull.")
 
     def validate(self) -> None:
         if self.scale not in UPSCALES:

@@ -34,9 +34,12 @@ from .session import Session
 from .settings import Settings, UpscaleSettings, build_settings
 
 log = logging.getLogger("artgen")
-# What an upscale decides itself: the tile's size and start, one image at a time, nothing saved but the result.
-TILE_RUN = dict(init_image=None, batch=1, candidates=0, keep=1, save_every=0, save_scale=1, upscale=1)
-FIXED_FLAGS = ("width", "height", "init_image", "batch", "candidates", "keep", "save_every", "upscale")
+# What an upscale decides itself: the tile's size and start, one image at a time, nothing saved but the result,
+# and no control that acts on a whole picture (a mirror or a seamless border would be drawn into every tile).
+TILE_RUN = dict(init_image=None, batch=1, candidates=0, keep=1, save_every=0, save_scale=1, upscale=1, tile=False,
+                symmetry="none")
+FIXED_FLAGS = ("width", "height", "init_image", "batch", "candidates", "keep", "save_every", "upscale", "tile",
+               "symmetry")
 
 
 @dataclass
@@ -184,8 +187,8 @@ def upscale(image: str | Path, upscale: UpscaleSettings | None = None, preset: s
     upscale.validate()
     fixed = [name for name in FIXED_FLAGS if name in overrides]
     if fixed:
-        raise UsageError(f"--{fixed[0].replace('_', '-')} is set by the upscale itself: size with --scale and "
-                         "--upscale-tile, and drop it")
+        raise UsageError(f"--{fixed[0].replace('_', '-')} is decided by the upscale itself (the tiles' size, start "
+                         "and controls): drop it; --scale and --upscale-tile set the size")
     picture = load_image(source, "image to upscale")
     upscale = upscale.sized(picture.width, picture.height)
     recipe = source_recipe(source)

@@ -87,7 +87,7 @@ def test_upscale_refusals(artgen, tmp_path):
     for args, message in [(["--scale", "3"], "--scale must be 2 or 4"),
                           (["--upscale-tile", "128", "a red circle"], "larger than the 64x64 output"),
                           (["--upscale-overlap", "40", "a red circle"], "more than half"),
-                          (["--width", "64", "a red circle"], "--width is set by the upscale"),
+                          (["--width", "64", "a red circle"], "--width is decided by the upscale"),
                           ([], "carries no artgen recipe to take a prompt from: give a prompt")]:
         result = artgen("upscale", plain, *args)
         assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1, result.err
@@ -142,3 +142,26 @@ def test_animation_upscales_each_frame_beside_it(tmp_path, tiny_models):
     with Image.open(result.folder / "frame_00002.up2.png") as picture:
         assert picture.size == (64, 64)
     assert iio.imread(result.video, plugin="FFMPEG", index=None).shape == (2, 32, 32, 3)
+
+
+def test_diffusion_tiles_start_from_the_noised_tile(tmp_path, tiny_models, monkeypatch):
+    """Diffusion skips --strength of its sampling steps per tile (its own meaning of strength, from for_frame)."""
+    from artgen.generators.diffusion import DiffusionGenerator
+    from artgen.upscale import upscale
+
+    save_png(torch.rand(1, 3, 16, 16), tmp_path / "small.png", {"note": "no settings"})
+    made = []
+    real_create = DiffusionGenerator.create.__func__
+
+    def create(cls, options, canvas, init=None, models=None):
+        made.append((options.skip_steps, None if init is None else tuple(init.shape)))
+        return real_create(cls, options, canvas, init, models)
+
+    monkeypatch.setattr(DiffusionGenerator, "create", classmethod(create))
+    settings = tiny_models.settings("diffusion")
+    for name in ("width", "height"):
+        settings.pop(name)
+    result = upscale(tmp_path / "small.png", UpscaleSettings(scale=2, upscale_tile=24, strength=0.5),
+                     progress=False, **settings)
+    assert result.image.shape == (1, 3, 32, 32) and result.path.name == "small.up2.png"
+    assert made and all(entry == (2, (1, 3, 24, 24)) for entry in made), made  # half of 4 respaced steps
