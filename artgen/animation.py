@@ -31,8 +31,8 @@ from .run import svg_of, with_seed
 from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .session import Session
-from .upscale import upscale_saved
 from .settings import Settings, build_settings
+from .upscale import upscale_saved
 
 log = logging.getLogger("artgen")
 DEFAULT_FPS = 12.0
