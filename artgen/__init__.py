@@ -4,14 +4,14 @@
     result = artgen.generate(prompts=["a lighthouse at dusk"], steps=100)
     print(result.path)
 
-Design: the public API is two functions over settings: ``generate`` and ``animate`` take a Settings (see
+Design: the public API is functions over settings: ``generate`` and ``animate`` take a Settings (see
 ``build_settings``) or keyword settings by their flag names, and return what they wrote. The CLI, presets and
-PNG recipes use the same names. Heavy modules (torch models, CLIP) load only when a run starts.
+PNG recipes use the same names; ``upscale`` takes a picture, UpscaleSettings and the same keyword settings. Heavy modules (torch models, CLIP) load only when a run starts.
 """
 
 __version__ = "0.1.0"
 
-from .settings import AnimationSettings, RunSettings, Settings, build_settings  # noqa: E402
+from .settings import AnimationSettings, RunSettings, Settings, UpscaleSettings, build_settings  # noqa: E402
 
 
 def generate(settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
@@ -28,4 +28,13 @@ def animate(settings: "Settings | None" = None, preset: "str | None" = None, pro
     return run_animate(settings, preset=preset, progress=progress, **overrides)
 
 
-__all__ = ["AnimationSettings", "RunSettings", "Settings", "animate", "build_settings", "generate", "__version__"]
+def upscale(image, upscale: "UpscaleSettings | None" = None, preset: "str | None" = None, progress: bool = True,
+            **overrides):
+    """Enlarge a picture 2 or 4 times and refine it tile by tile; see artgen.upscale.upscale."""
+    from .upscale import upscale as run_upscale
+
+    return run_upscale(image, upscale, preset=preset, progress=progress, **overrides)
+
+
+__all__ = ["AnimationSettings", "RunSettings", "Settings", "UpscaleSettings", "animate", "build_settings", "generate",
+           "upscale", "__version__"]

@@ -33,6 +33,7 @@ from .runlog import RunLog
 from .schedules import Schedule, parse_prompt_keyframes, parse_schedule
 from .session import Session
 from .settings import Settings, build_settings
+from .upscale import upscale_saved
 
 log = logging.getLogger("artgen")
 DEFAULT_FPS = 12.0
@@ -238,6 +239,8 @@ def _claim_folder(folder: Path, outputs: list[Path], settings: Settings) -> tupl
         for path in existing:
             path.unlink()
             path.with_suffix(".svg").unlink(missing_ok=True)  # a vector generator's copy of the frame
+            for upscaled in folder.glob(f"{path.stem}.up*.png"):
+                upscaled.unlink()
         existing = []
     elif existing and not settings.resume:
         raise UserError(f"{folder} already holds {len(existing)} frames: pass --resume to continue that run, "
@@ -302,6 +305,8 @@ def _render(session: Session, objective: Objective, plan: FramePlan, prompts: Pr
             if svg is not None:  # a vector generator's frame as drawn, beside its PNG (frame_00001.svg)
                 save_text(svg, path.with_suffix(".svg"))
             previous = pil_to_tensor(load_image(path, "frame"))  # what a resumed run will start from
+            if settings.upscale > 1:  # frame_00001.up2.png beside the frame; the video keeps the frames' size
+                upscale_saved(session, settings, [path], frame_objective)
             frames_bar.update(1)
     except KeyboardInterrupt:
         frames_bar.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -21,8 +22,8 @@ import yaml
 
 from .errors import UserError
 from .generators import GENERATORS
-from .settings import (AnimationSettings, RunSettings, Settings, build_settings, check_recipe, flag, load_preset,
-                       preset_description, preset_names)
+from .settings import (AnimationSettings, RunSettings, Settings, UpscaleSettings, build_settings, check_recipe, flag,
+                       load_preset, preset_description, preset_names)
 
 SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt", "prompt_keyframes": "prompts"}
 SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
@@ -30,6 +31,7 @@ NO_FLAG = ("video_input",)  # set by a command's argument instead
 COMMON = "Common options"
 HELP_OPTIONS = ["-h", "--help"]
 ANIMATION = "Animation options"
+UPSCALE = "Upscale options"
 
 
 def option_name(name: str) -> str:
@@ -117,14 +119,24 @@ def cli(debug: bool) -> None:
     """artgen: optimization-based art with VQGAN+CLIP and CLIP-guided diffusion."""
 
 
-def run_options(command):
-    """The options every rendering command shares besides the settings."""
+def run_options(command, from_image: bool = True):
+    """The options every rendering command shares besides the settings (upscale takes its recipe from its
+    IMAGE, so it has no --from)."""
     command = click.option("--verbose", is_flag=True, help="Also report what is loaded, timings and files written.")(command)
     command = click.option("--quiet", is_flag=True, help="No progress bars; only warnings and errors.")(command)
-    command = click.option("--from", "from_image", type=click.Path(dir_okay=False),
-                           help="Reuse the recipe recorded in a PNG written by artgen; flags override it.")(command)
+    if from_image:
+        command = click.option("--from", "from_image", type=click.Path(dir_okay=False),
+                               help="Reuse the recipe recorded in a PNG written by artgen; flags override it.")(command)
     command = click.option("--preset", help="Preset name (see `artgen presets`) or YAML file; flags override it.")(command)
     return click.argument("prompt", nargs=-1)(command)
+
+
+def upscale_options(command):
+    """One flag per UpscaleSettings field, under their own heading."""
+    types = get_type_hints(UpscaleSettings)
+    for spec in reversed(dataclasses.fields(UpscaleSettings)):
+        command = _option(spec, types[spec.name], UPSCALE, None)(command)
+    return command
 
 
 def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str | None, params: dict[str, Any],
@@ -146,7 +158,12 @@ def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str |
     if not from_image:
         return build_settings(preset, None, overrides, animation)
     named = {key.replace("-", "_") for key in [*overrides, *(load_preset(preset) if preset else {})]}
-    base = rerun_recipe(recorded_settings(read_metadata(from_image), from_image), Path(from_image), named)
+    metadata = read_metadata(from_image)
+    if isinstance(metadata.get("upscale"), dict):
+        source = metadata["upscale"].get("source") or {}
+        raise UserError(f"{from_image} is an upscale of {_one_line(source.get('file'))}: rerun that image's recipe "
+                        "(--from SOURCE), or upscale it again with artgen upscale")
+    base = rerun_recipe(recorded_settings(metadata, from_image), Path(from_image), named)
     return spare_source(build_settings(preset, base, overrides, animation), Path(from_image))
 
 
@@ -159,8 +176,29 @@ def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None
     from .run import generate as run_generate
 
     result = run_generate(settings_from(prompt, preset, from_image, params), progress=not quiet)
-    for path in result.paths:
+    for path in [*result.paths, *result.upscaled]:
         click.echo(str(path))
+
+
+@cli.command(cls=RunCommand)
+@click.argument("image", type=click.Path(dir_okay=False))
+@partial(run_options, from_image=False)
+@upscale_options
+@settings_options(animation=False)
+def upscale(image: str, prompt: tuple[str, ...], preset: str | None, quiet: bool, **params: Any) -> None:
+    """Enlarge IMAGE 2 or 4 times (--scale) and refine it tile by tile with a generator, toward the prompt of
+    its recipe (or PROMPT); writes IMAGE.up2.png (or -o). Generator flags and --preset change the recipe's."""
+    from .upscale import upscale as run_upscale
+
+    if params.pop("verbose", False):
+        logging.getLogger("artgen").setLevel(logging.INFO)
+    names = {spec.name for spec in dataclasses.fields(UpscaleSettings)}
+    overrides = given(params)
+    upscaling = UpscaleSettings(**{name: overrides.pop(name) for name in names if name in overrides})
+    if prompt:
+        overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
+    result = run_upscale(image, upscaling, preset, progress=not quiet, **overrides)
+    click.echo(str(result.path))
 
 
 @cli.command(cls=RunCommand)
@@ -219,6 +257,12 @@ def show_settings(image: str) -> None:
     recorded = applicable(recorded, animation="frame" in metadata)
     click.echo(f"# artgen {_one_line(metadata.get('artgen_version', '?'))}, step {_one_line(metadata.get('step'))}, "
                f"loss {_one_line(metadata.get('loss'))}")
+    if isinstance(metadata.get("upscale"), dict):
+        up = metadata["upscale"]
+        source = up.get("source") if isinstance(up.get("source"), dict) else {}
+        click.echo(f"# upscale x{_one_line(up.get('scale'))} of {_one_line(source.get('file'))} in tiles of "
+                   f"{_one_line(up.get('upscale_tile'))} (overlap {_one_line(up.get('upscale_overlap'))}, strength "
+                   f"{_one_line(up.get('strength'))}); the settings below are each tile's")
     click.echo(yaml.safe_dump(recorded, sort_keys=False).rstrip())
 
 

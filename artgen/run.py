@@ -11,7 +11,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Result:
     loss: float
     scores: list[float] | None = None   # CLIP scores of the kept candidates
     contact_sheet: Path | None = None
+    upscaled: list[Path] = field(default_factory=list)  # --upscale: NAME.upN.png beside each image
 
     @property
     def path(self) -> Path:
@@ -75,10 +76,16 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
             result = _candidates(session)
         else:
             result = _single(session, count, run_log)
-    run_log.mark("save")
+        run_log.mark("save")
+        if run.upscale > 1:
+            from .upscale import upscale_saved
+
+            result.upscaled = upscale_saved(session, result.settings, result.paths)
+            run_log.mark("upscale")
     run_log.write(result.paths[0].with_suffix(".log"), {
         "outputs": [str(p) for p in result.paths], "loss": result.loss, "scores": result.scores,
-        "contact_sheet": str(result.contact_sheet) if result.contact_sheet else None})
+        "contact_sheet": str(result.contact_sheet) if result.contact_sheet else None,
+        "upscaled": [str(p) for p in result.upscaled]})
     return result
 
 

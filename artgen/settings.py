@@ -35,6 +35,7 @@ INTERPOLATIONS = ("linear", "step")
 BORDERS = ("reflect", "wrap")
 CONTROLS = "Controls (every generator)"  # the --help heading of symmetry, tile and palette
 MAX_SAVE_SCALE = 16  # a 256x256 image enlarged 16 times is 4096x4096: enough to view, small enough to write
+UPSCALES = (2, 4)  # twice a side per pass; an 8x image is a 4x image upscaled twice
 
 
 def setting(default: Any, help: str, **extra: Any) -> Any:
@@ -151,6 +152,8 @@ class RunSettings:
     save_every: int = setting(0, "Also write an intermediate image every N steps (0: only the final one).")
     save_scale: int = setting(1, "Also write each image enlarged N times (nearest neighbour) beside it as "
                                  "NAME.xN.png, to view small images (1: off; animation frames stay 1:1).")
+    upscale: int = setting(1, "Also write each image enlarged 2 or 4 times by artgen upscale's tiled refinement "
+                              "(its default tile, overlap and strength) beside it as NAME.up2.png (1: off).")
     overwrite: bool = setting(False, "Replace existing files instead of refusing.")
 
     def validate(self) -> None:
@@ -167,6 +170,8 @@ class RunSettings:
         if not 1 <= self.save_scale <= MAX_SAVE_SCALE:
             raise UsageError(f"--save-scale must be a whole factor from 1 (no enlargement) to {MAX_SAVE_SCALE}, "
                              f"got {self.save_scale}")
+        if self.upscale != 1 and self.upscale not in UPSCALES:
+            raise UsageError(f"--upscale must be 2 or 4 (or 1: off), got {self.upscale}: upscale twice for more")
         if self.candidates and self.keep > self.candidates:
             raise UsageError(f"--keep {self.keep} is more than --candidates {self.candidates}: keep at most all "
                              "of them")
@@ -227,6 +232,47 @@ class AnimationSettings:
             parse_prompt_keyframes(self.prompt_keyframes, self.prompt_transition)
         require_choice(self, "interpolation", INTERPOLATIONS)
         require_choice(self, "border", BORDERS)
+
+
+@dataclass
+class UpscaleSettings:
+    """What ``artgen upscale`` adds: how much larger, in which tiles, and how much of the enlargement each keeps."""
+
+    scale: int = setting(2, "How many times larger each side becomes: 2 or 4.")
+    upscale_tile: int | None = setting(None, "Side of the square tiles refined one at a time, in output pixels: "
+                                             "memory grows with it, not with the output (default: the source's "
+                                             "smaller side, at most 256).")
+    upscale_overlap: int | None = setting(None, "Pixels that neighbouring tiles share, blended with weights that "
+                                                "fade across them so no seam shows (default: a quarter tile).")
+    strength: float = setting(0.6, "How much of the enlarged picture each tile keeps, 0-1: diffusion skips that "
+                                   "share of its steps, VQGAN pulls its codes toward the tile that hard; pixels, "
+                                   "pixel-art and strokes start from the tile itself and have no pull.")
+
+    def validate(self) -> None:
+        if self.scale not in UPSCALES:
+            raise UsageError(f"--scale must be 2 or 4, got {self.scale}: upscale twice for more")
+        if not 0 <= self.strength <= 1:
+            raise UsageError(f"--strength is a share of the enlarged picture to keep: give 0 to 1, got "
+                             f"{self.strength}")
+        if self.upscale_tile is not None and self.upscale_tile < 16:
+            raise UsageError(f"--upscale-tile must be at least 16 pixels, got {self.upscale_tile}")
+        if self.upscale_overlap is not None and self.upscale_overlap < 1:
+            raise UsageError(f"--upscale-overlap must be at least 1 pixel (feathering needs a shared strip), got "
+                             f"{self.upscale_overlap}")
+
+    def sized(self, width: int, height: int) -> "UpscaleSettings":
+        """These settings for a source of ``width`` x ``height``: the defaults filled in, then checked against
+        the output's size (a tile never larger than the output; an overlap under half a tile)."""
+        tile = self.upscale_tile or max(16, min(width, height, 256) // 16 * 16)
+        overlap = self.upscale_overlap or max(1, tile // 4)
+        side = min(width, height) * self.scale
+        if tile > side:
+            raise UsageError(f"--upscale-tile {tile} is larger than the {width * self.scale}x{height * self.scale} "
+                             f"output: give at most {side}")
+        if overlap * 2 > tile:
+            raise UsageError(f"--upscale-overlap {overlap} is more than half of the {tile}-pixel tile: give at "
+                             f"most {tile // 2}")
+        return dataclasses.replace(self, upscale_tile=tile, upscale_overlap=overlap)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from PIL import Image
 from .errors import UsageError, UserError
 from .files import readable_file
 
+FRAME_NAME = re.compile(r"frame_\d+\.png")
+
 
 def check_video(path: str | Path) -> Path:
     """The input video as a Path once it is a readable, non-empty file with a video stream; else one line on what it is.
@@ -76,8 +78,8 @@ def count_frames(path: str | Path, every_nth: int = 1, limit: int = 0) -> int:
 
 
 def frame_files(folder: Path) -> list[Path]:
-    """The numbered frames of a frames folder, in order."""
-    return sorted(folder.glob("frame_*.png"))
+    """The numbered frames of a frames folder, in order (not their upscales, frame_00001.up2.png)."""
+    return sorted(path for path in folder.glob("frame_*.png") if FRAME_NAME.fullmatch(path.name))
 
 
 def write_mp4(frames: list[Path], destination: Path, fps: float, crf: int) -> Path:
