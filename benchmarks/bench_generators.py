@@ -57,7 +57,8 @@ def weightless() -> list[str]:
 
 
 def time_generator(name: str, size: int, cutn: int, clip: str, steps: int, device: torch.device) -> tuple[float, float]:
-    """Seconds per step and peak MiB of a generator that needs no weights, with its preset (if any) at this size."""
+    """Seconds per step and peak MiB of a generator that needs no weights, with its preset (if any) at this size,
+    in the settings the session settled (auto precision and channels-last as a run gets them)."""
     preset = name if name in preset_names() else None
     settings = build_settings(preset, None, dict(generator=name, prompts=[PROMPT], clip=[clip], width=size,
                                                  height=size, cutn=cutn, steps=WARMUP + steps, device=str(device)))
@@ -65,7 +66,8 @@ def time_generator(name: str, size: int, cutn: int, clip: str, steps: int, devic
     generator = session.generator()
     objective = session.objective()
     generator.begin(objective.score, False)
-    states = optimize(generator, objective, forward_context=precision_context(settings.run.precision, session.device))
+    forward = precision_context(session.settings.run.precision, session.device)
+    states = optimize(generator, objective, forward_context=forward)
     seconds = time_steps(lambda: next(states), steps, warmup=WARMUP, device=session.device)
     return seconds, peak_memory_mib(session.device)
 
