@@ -61,6 +61,9 @@ RUNS = {"vqgan": ("offline-vqgan", {}), "diffusion": ("offline", {}),
         "diffusion-best-of-2": ("offline", {"candidates": 2}),
         "pixels": ("pixels", WEIGHTLESS), "pixel-art": ("pixel-art", WEIGHTLESS), "strokes": ("strokes", WEIGHTLESS)}
 ALL_PROMPTS = [(colour, shape) for shape in SHAPES for colour in SHAPE_COLOURS]
+# The random-weight control of a slow run draws only this many prompts, every colour once (strokes: about 3
+# minutes an image on one thread at 128x128).
+CONTROL_PROMPTS = {"strokes": 6}
 START, END = "<!-- zoo-report:start -->", "<!-- zoo-report:end -->"
 
 
@@ -143,15 +146,28 @@ def hit_rates_with_control(run: str, prompts: list[tuple[str, str]], folder: Pat
     return tally(prompts, drawn[:len(prompts)]), tally(prompts[::control_every], drawn[len(prompts):])
 
 
+def control_prompts(run: str) -> list[int]:
+    """Indices of the prompts the random-weight control draws for ``run``: all, or for a slow run CONTROL_PROMPTS[run]
+    of them, every colour once (stepping by 7 through the 24 visits each colour before any repeats)."""
+    count = CONTROL_PROMPTS.get(run, len(ALL_PROMPTS))
+    return sorted(7 * k % len(ALL_PROMPTS) for k in range(count)) if count < len(ALL_PROMPTS) else list(
+        range(len(ALL_PROMPTS)))
+
+
 def draw_seed_sets(run: str, folder: Path, sets: list[tuple[int, Path | None]],
                    settings: dict | None = None) -> list[HitRates]:
-    """Every prompt once for each (first seed, CLIP checkpoint or None for the trained one) in ``sets``, all drawn
-    side by side; each set's hit rates. Prompt i of a set uses seed ``first seed + i``."""
-    jobs = [(run, colour, shape, seed + index, output_path(folder, run, seed + index, clip), clip, settings)
-            for seed, clip in sets for index, (colour, shape) in enumerate(ALL_PROMPTS)]
+    """Every prompt once for each (first seed, CLIP checkpoint or None for the trained one) in ``sets`` (a control
+    set: the prompts of ``control_prompts``), all drawn side by side; each set's hit rates. Prompt i of a set uses
+    seed ``first seed + i``."""
+    chosen = [list(range(len(ALL_PROMPTS))) if clip is None else control_prompts(run) for _, clip in sets]
+    jobs = [(run, *ALL_PROMPTS[index], seed + index, output_path(folder, run, seed + index, clip), clip, settings)
+            for (seed, clip), indices in zip(sets, chosen) for index in indices]
     drawn = draw_side_by_side(jobs)
-    count = len(ALL_PROMPTS)
-    return [tally(ALL_PROMPTS, drawn[start:start + count]) for start in range(0, len(drawn), count)]
+    rates, start = [], 0
+    for indices in chosen:
+        rates.append(tally([ALL_PROMPTS[i] for i in indices], drawn[start:start + len(indices)]))
+        start += len(indices)
+    return rates
 
 
 def draw_side_by_side(jobs: list[tuple]) -> list[tuple[torch.Tensor, tuple[str, str]]]:
@@ -213,7 +229,8 @@ def report(folder: Path, seeds: list[int], runs: Sequence[str] = tuple(RUNS), ea
         lines.append(f"| {name} | shapes-clip | {', '.join(map(str, seeds))} | "
                      f"{pooled_with_sets([r.colour for r in trained])} | "
                      f"{pooled_with_sets([r.shape for r in trained])} |")
-        lines.append(f"| {name} | random weights | {seeds[0]} | {random.colour:.0%} | {random.shape:.0%} |")
+        sampled = "" if len(random.images) == len(ALL_PROMPTS) else f" ({len(random.images)} prompts, every colour)"
+        lines.append(f"| {name} | random weights | {seeds[0]}{sampled} | {random.colour:.0%} | {random.shape:.0%} |")
         labels = [f"{c} {s}" for c, s in ALL_PROMPTS]
         tiles = [F.interpolate(image[None], size=(128, 128), mode="nearest")[0] for image in trained[0].images]
         sheet = contact_sheet(tiles, labels, columns=6).quantize(256)  # smooth fields: under half the bytes

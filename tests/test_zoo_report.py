@@ -76,9 +76,17 @@ def test_report_pools_the_seed_sets_and_draws_the_control_on_the_first(monkeypat
     assert "| diffusion | shapes-clip | 0, 100 | 100% (100, 100) | 75% (100, 50) |" in table
     assert "| diffusion | random weights | 0 | 0% | 0% |" in table
     trained_seeds = [*range(count), *range(100, 100 + count)]
-    expected = [(seed, True) for seed in trained_seeds] + [(seed, False) for seed in range(count)]
-    assert drawn_seeds == expected * len(zoo_report.RUNS)  # once for each run
+    expected = [[(seed, True) for seed in trained_seeds] + [(seed, False) for seed in zoo_report.control_prompts(run)]
+                for run in zoo_report.RUNS]
+    assert drawn_seeds == [job for jobs in expected for job in jobs]  # once for each run
+    assert "| strokes | random weights | 0 (6 prompts, every colour) |" in table
     assert (tmp_path / "examples" / "offline-diffusion-grid.png").exists()
+
+
+def test_a_slow_runs_control_draws_every_colour_once() -> None:
+    chosen = [ALL_PROMPTS[index] for index in zoo_report.control_prompts("strokes")]
+    assert sorted(colour for colour, _ in chosen) == sorted(colour for colour, _ in ALL_PROMPTS[:6])
+    assert zoo_report.control_prompts("pixels") == list(range(len(ALL_PROMPTS)))
 
 
 def test_overlapping_seed_sets_are_refused() -> None:
