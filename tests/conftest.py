@@ -77,6 +77,26 @@ class TinyModels:
         return values | overrides
 
 
+@pytest.fixture
+def ctrl_c_at_drive(monkeypatch):
+    """``ctrl_c_at_drive(n)``: Ctrl-C at the n-th call of the run driver (an animation's n-th frame) from now on;
+    ``ctrl_c_at_drive(None)`` lets the driver run again."""
+    from artgen.session import Session
+    real_drive = Session.drive
+
+    def arm(call: int | None) -> None:
+        calls = []
+
+        def drive(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == call:
+                raise KeyboardInterrupt
+            return real_drive(self, *args, **kwargs)
+
+        monkeypatch.setattr(Session, "drive", real_drive if call is None else drive)
+    return arm
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> TinyModels:
     folder = tmp_path_factory.mktemp("tiny-models")

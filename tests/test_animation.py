@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import artgen
-from artgen.session import Session
 import artgen.animation as animation
 from artgen.animation import warp
 from artgen.errors import RunInterrupted, UserError
@@ -77,24 +76,15 @@ def test_five_frame_animation_writes_frames_and_video(tmp_path, tiny_models, gen
     assert not np.array_equal(stills[0], stills[-1])
 
 
-def test_resumed_animation_equals_the_uninterrupted_one(tmp_path, tiny_models, monkeypatch):
+def test_resumed_animation_equals_the_uninterrupted_one(tmp_path, tiny_models, ctrl_c_at_drive):
     whole = artgen.animate(progress=False, **anim_settings(tiny_models, tmp_path / "a"))
-    real_drive = Session.drive
-    calls = []
-
-    def killed_at_third_frame(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_drive(self, *args, **kwargs)
-
-    monkeypatch.setattr(Session, "drive", killed_at_third_frame)
+    ctrl_c_at_drive(3)
     settings = anim_settings(tiny_models, tmp_path / "b")
     with pytest.raises(RunInterrupted, match="frame 3 of 5.*2 complete frames.*--resume"):
         artgen.animate(progress=False, **settings)
     folder = tmp_path / "b" / "frames"
     assert sorted(p.name for p in folder.iterdir()) == ["frame_00001.png", "frame_00002.png"]
-    monkeypatch.setattr(Session, "drive", real_drive)
+    ctrl_c_at_drive(None)
 
     with pytest.raises(UserError, match="already holds 2 frames.*--resume.*--overwrite"):
         artgen.animate(progress=False, **settings)

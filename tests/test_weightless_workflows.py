@@ -13,7 +13,6 @@ from PIL import Image
 import artgen
 from artgen.errors import RunInterrupted
 from artgen.output import read_metadata
-from artgen.session import Session
 
 WEIGHTLESS = ["pixels", "pixel-art", "strokes"]
 OWN_FLAGS = {"pixels": [], "pixel-art": ["--pixel-size", "4"], "strokes": ["--strokes", "8"]}
@@ -74,24 +73,16 @@ def test_an_init_image_is_stylized_not_replaced(tmp_path, tiny_models, generator
 
 
 @pytest.mark.parametrize("generator", WEIGHTLESS)
-def test_an_animation_resumed_after_a_kill_equals_the_whole_one(tmp_path, tiny_models, monkeypatch, generator):
+def test_an_animation_resumed_after_a_kill_equals_the_whole_one(tmp_path, tiny_models, ctrl_c_at_drive, generator):
     def animation(folder: Path) -> dict:
         return settings(tiny_models, generator, frames=3, steps=2, zoom="1.05", angle="3",
                         frames_dir=str(folder / "frames"))
 
     whole = artgen.animate(progress=False, **animation(tmp_path / "a"))
-    real_drive, calls = Session.drive, []
-
-    def killed_at_third_frame(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_drive(self, *args, **kwargs)
-
-    monkeypatch.setattr(Session, "drive", killed_at_third_frame)
+    ctrl_c_at_drive(3)
     with pytest.raises(RunInterrupted, match="frame 3 of 3"):
         artgen.animate(progress=False, **animation(tmp_path / "b"))
-    monkeypatch.setattr(Session, "drive", real_drive)
+    ctrl_c_at_drive(None)
     resumed = artgen.animate(progress=False, resume=True, **animation(tmp_path / "b"))
     assert len(resumed.frames) == 3
     for first, second in zip(whole.frames, resumed.frames, strict=True):
