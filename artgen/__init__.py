@@ -4,7 +4,7 @@
     result = artgen.generate(prompts=["a lighthouse at dusk"], steps=100)
     print(result.path)
 
-Design: the public API is functions over settings: ``generate`` and ``animate`` take a Settings (see
+Design: the public API is functions over settings: ``generate``, ``edit`` and ``animate`` take a Settings (see
 ``build_settings``) or keyword settings by their flag names, and return what they wrote. The CLI, presets and
 PNG recipes use the same names; ``upscale`` takes a picture, UpscaleSettings and the same keyword settings. Heavy modules (torch models, CLIP) load only when a run starts.
 """
@@ -19,6 +19,13 @@ def generate(settings: "Settings | None" = None, preset: "str | None" = None, pr
     from .run import generate as run_generate
 
     return run_generate(settings, preset=preset, progress=progress, **overrides)
+
+
+def edit(image, settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
+    """Repaint the part of ``image`` that ``mask`` / ``mask_box`` marks, or grow it (``extend``); see artgen.run.edit."""
+    from .run import edit as run_edit
+
+    return run_edit(image, settings, preset=preset, progress=progress, **overrides)
 
 
 def animate(settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
@@ -36,5 +43,5 @@ def upscale(image, upscale: "UpscaleSettings | None" = None, preset: "str | None
     return run_upscale(image, upscale, preset=preset, progress=progress, **overrides)
 
 
-__all__ = ["AnimationSettings", "RunSettings", "Settings", "UpscaleSettings", "animate", "build_settings", "generate",
-           "upscale", "__version__"]
+__all__ = ["AnimationSettings", "RunSettings", "Settings", "UpscaleSettings", "animate", "build_settings", "edit",
+           "generate", "upscale", "__version__"]

@@ -27,7 +27,7 @@ from .settings import (AnimationSettings, RunSettings, Settings, UpscaleSettings
 
 SINGULAR_FLAGS = {"prompts": "prompt", "image_prompts": "image-prompt", "prompt_keyframes": "prompts"}
 SHORT_FLAGS = {"output": "-o", "steps": "-n", "seed": "-s"}
-NO_FLAG = ("video_input",)  # set by a command's argument instead
+NO_FLAG = ("video_input", "mask_sha256")  # set by a command's argument, or recorded by the run
 COMMON = "Common options"
 HELP_OPTIONS = ["-h", "--help"]
 ANIMATION = "Animation options"
@@ -49,12 +49,14 @@ def option_groups(animation: bool) -> list[tuple[str, type, str | None]]:
     return groups + ([(ANIMATION, AnimationSettings, None)] if animation else [])
 
 
-def settings_options(animation: bool):
-    """Add one click option per settings field, in groups; defaults are None so only the flags given override."""
+def settings_options(animation: bool, without: tuple[str, ...] = ()):
+    """Add one click option per settings field, in groups; defaults are None so only the flags given override.
+    Animations take no edit flags (masks act on single pictures); ``without`` leaves out more fields."""
     def decorate(command):
         for heading, kind, generator in reversed(option_groups(animation)):
             types = get_type_hints(kind)
-            own = [spec for spec in dataclasses.fields(kind) if spec.name not in NO_FLAG]
+            own = [spec for spec in dataclasses.fields(kind) if spec.name not in NO_FLAG + without
+                   and not (animation and spec.metadata.get("edit"))]
             for spec in reversed(own):
                 own_heading = spec.metadata.get("heading", heading)  # a group of shared settings with a heading of its own
                 command = _option(spec, types[spec.name], own_heading, generator)(command)
@@ -139,22 +141,28 @@ def upscale_options(command):
     return command
 
 
+def command_overrides(prompt: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    """The settings a command line gives: its flags, with the PROMPT arguments first among the prompts. Also
+    applies --verbose (which is not a setting) to the log level."""
+    if params.pop("verbose", False):
+        logging.getLogger("artgen").setLevel(logging.INFO)
+    overrides = given(params)
+    if prompt:
+        overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
+    return overrides
+
+
 def settings_from(prompt: tuple[str, ...], preset: str | None, from_image: str | None, params: dict[str, Any],
                   animation: bool = False, **fixed: Any) -> Settings:
     """Defaults, then the recipe of --from, then the preset, then the flags (PROMPT arguments first).
 
     A recipe from a PNG is sanitized first (artgen.recipe): it never chooses where files go or reads files
-    outside the PNG's folder, and the rerun never replaces that PNG. Also applies --verbose (which is not a
-    setting) to the log level.
+    outside the PNG's folder, and the rerun never replaces that PNG.
     """
     from .output import read_metadata, recorded_settings
     from .recipe import rerun_recipe, spare_source
 
-    if params.pop("verbose", False):
-        logging.getLogger("artgen").setLevel(logging.INFO)
-    overrides = given(params) | fixed
-    if prompt:
-        overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
+    overrides = command_overrides(prompt, params) | fixed
     if not from_image:
         return build_settings(preset, None, overrides, animation)
     named = {key.replace("-", "_") for key in [*overrides, *(load_preset(preset) if preset else {})]}
@@ -183,20 +191,31 @@ def generate(prompt: tuple[str, ...], preset: str | None, from_image: str | None
 @cli.command(cls=RunCommand)
 @click.argument("image", type=click.Path(dir_okay=False))
 @partial(run_options, from_image=False)
+@settings_options(animation=False, without=("init_image",))
+def edit(image: str, prompt: tuple[str, ...], preset: str | None, quiet: bool, **params: Any) -> None:
+    """Repaint part of IMAGE toward PROMPT: what --mask (white = repaint, or alpha) or --mask-box marks, or the
+    border --extend grows; the rest keeps IMAGE's pixels. Without a mask: a variation of the whole image."""
+    from .run import edit as run_edit
+
+    result = run_edit(image, preset=preset, progress=not quiet, **command_overrides(prompt, params))
+    for path in [*result.paths, *result.upscaled]:
+        click.echo(str(path))
+
+
+@cli.command(cls=RunCommand)
+@click.argument("image", type=click.Path(dir_okay=False))
+@partial(run_options, from_image=False)
 @upscale_options
-@settings_options(animation=False)
+@settings_options(animation=False, without=("upscale", "mask", "mask_box", "mask_blur", "invert_mask", "extend",
+                                            "extend_fill"))
 def upscale(image: str, prompt: tuple[str, ...], preset: str | None, quiet: bool, **params: Any) -> None:
     """Enlarge IMAGE 2 or 4 times (--scale) and refine it tile by tile with a generator, toward the prompt of
     its recipe (or PROMPT); writes IMAGE.up2.png (or -o). Generator flags and --preset change the recipe's."""
     from .upscale import upscale as run_upscale
 
-    if params.pop("verbose", False):
-        logging.getLogger("artgen").setLevel(logging.INFO)
     names = {spec.name for spec in dataclasses.fields(UpscaleSettings)}
-    overrides = given(params)
+    overrides = command_overrides(prompt, params)
     upscaling = UpscaleSettings(**{name: overrides.pop(name) for name in names if name in overrides})
-    if prompt:
-        overrides["prompts"] = list(prompt) + overrides.get("prompts", [])
     result = run_upscale(image, upscaling, preset, progress=not quiet, **overrides)
     click.echo(str(result.path))
 

@@ -8,6 +8,7 @@ assume a regular file it may open.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -44,3 +45,12 @@ def readable_file(path: str | Path, what: str, fix: str = "check the path",
     if not os.access(path, os.R_OK):
         raise error(f"{what} {path} is not readable (permission denied): fix its permissions or give a copy")
     return path
+
+
+def sha256_of(path: str | Path) -> str:
+    """The file's sha256 in hex, read in blocks (a checkpoint may be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -24,6 +24,7 @@ from .cutouts import CutoutSettings, MakeCutouts, overview_cutouts
 from .errors import UsageError
 from .images import load_image, pil_to_tensor
 from .losses import parse_symmetry
+from .masks import Edit
 from .palettes import palette_tensor, parse_palette
 from .perceptor import Perceptor
 from .prompts import Prompt, parse_prompts, prompt_loss, warn_non_finite_tails
@@ -131,17 +132,24 @@ class Regularizer:
 
 
 class Objective:
-    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image."""
+    """clip_scale · Σ model weight · prompt loss + Σ regularizer weight · regularizer, on the rendered image.
+
+    With an ``edit`` (a mask) it scores the rendered image composited with the init image outside the mask and
+    cut to the mask's surroundings, so every cutout looks at the repainted part and its context.
+    """
 
     def __init__(self, targets: list[Target], regularizers: list[Regularizer], clip_scale: float, plan: CutPlan,
-                 clamp: Callable[[Tensor], Tensor] = clamp_straight_through) -> None:
+                 clamp: Callable[[Tensor], Tensor] = clamp_straight_through, edit: Edit | None = None) -> None:
         self.targets = targets
         self.clamp = clamp
+        self.edit = edit
         self.regularizers = [r for r in regularizers if r.weight != 0 and r.until > 0]
         self.clip_scale = clip_scale
         self.plan = plan
 
     def __call__(self, image: Tensor, progress: float = 0.0) -> Tensor:
+        if self.edit is not None:
+            image = self.edit.view(image)
         scored = self.clamp(image)
         counts = self.plan.counts(progress)
         total = self.clip_scale * sum(t.weight * t.loss(scored, counts) for t in self.targets)
@@ -154,18 +162,20 @@ class Objective:
         """Σ model weight · prompt loss of ``image`` (in [0,1]) over ``cutouts`` random crops, without the CLIP scale
         or the regularizers; clamped for scoring with the whole gradient passing, as diffusion predictions are.
         For guidance beside the run's own loss (a generator's diffusion prior), with as many cutouts as it needs."""
-        scored = clamp_straight_through(image)
+        scored = clamp_straight_through(self.edit.view(image) if self.edit is not None else image)
         return sum(t.weight * t.loss(scored, (0, cutouts)) for t in self.targets)
 
     def with_prompt_weights(self, weights: list[float]) -> "Objective":
         """The same objective with new prompt weights (in prompt order), e.g. while a keyed prompt fades in."""
         targets = [dataclasses.replace(t, weights=torch.tensor(weights, dtype=t.weights.dtype, device=t.weights.device))
                    for t in self.targets]
-        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.clamp)
+        return Objective(targets, self.regularizers, self.clip_scale, self.plan, self.clamp, self.edit)
 
     @torch.no_grad()
     def score(self, image: Tensor) -> Tensor:
-        """How well each image of a batch matches the prompts (higher is better), for ranking candidates."""
+        """How well each image of a batch matches the prompts (higher is better), for ranking candidates; of an
+        edit's saved (already composited) pictures, the part around the mask."""
+        image = self.edit.crop(image) if self.edit is not None else image
         weights = sum(t.weight for t in self.targets)
         return sum(t.weight * t.score(image.clamp(0, 1)) for t in self.targets) / weights
 
@@ -179,13 +189,14 @@ def cutout_settings(settings: RunSettings) -> CutoutSettings:
 def build_objective(settings: RunSettings, perceptors: list[Perceptor], device: torch.device,
                     texts: list[Prompt] | None = None,
                     clamp: Callable[[Tensor], Tensor] = clamp_straight_through,
-                    palette_loss: bool = True) -> Objective:
+                    palette_loss: bool = True, edit: Edit | None = None) -> Objective:
     """Embed every text and image prompt once per CLIP model and wire up the regularizers.
 
     ``texts`` replaces the settings' text prompts (an animation passes its keyed prompts too); the prompt
     order is the texts, then the image prompts. ``clamp`` brings the image into [0,1] for CLIP: the
     generator's ``scoring_clamp``, since each generator's reference scores its images with its own rule.
-    ``palette_loss``: whether a --palette pulls colours (see :func:`regularizers`).
+    ``palette_loss``: whether a --palette pulls colours (see :func:`regularizers`). ``edit``: the run's mask,
+    whose surroundings alone are scored (see :class:`Objective`).
     """
     texts = parse_prompts(settings.prompts) if texts is None else texts
     images = parse_prompts(settings.image_prompts)
@@ -206,7 +217,8 @@ def build_objective(settings: RunSettings, perceptors: list[Perceptor], device: 
             embeds=torch.cat(embeds).to(device),
             weights=torch.tensor([p.weight for p in prompts], device=device),
             stops=torch.tensor([p.stop for p in prompts], device=device)))
-    return Objective(targets, regularizers(settings, device, palette_loss), settings.clip_guidance_scale, plan, clamp)
+    return Objective(targets, regularizers(settings, device, palette_loss), settings.clip_guidance_scale, plan, clamp,
+                     edit)
 
 
 def regularizers(settings: RunSettings, device: torch.device, palette_loss: bool = True) -> list[Regularizer]:

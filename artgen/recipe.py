@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import sha256_of
 from .output import next_free, resolve_outputs
 from .prompts import parse_prompt
 from .settings import DEFAULT_FRAMES_DIR, DEFAULT_OUTPUT, Settings, check_recipe
@@ -40,7 +41,8 @@ def upgrade_recipe(recorded: dict[str, Any]) -> dict[str, Any]:
     if recorded.get("clamp_grad") is False:
         upgraded["prior_clamp_max"] = 0.0
     return upgraded
-READS = {"init_image": ("init image", "--init-image"), "image_prompts": ("image prompt", "--image-prompt")}
+READS = {"init_image": ("init image", "--init-image"), "image_prompts": ("image prompt", "--image-prompt"),
+         "mask": ("mask", "--mask")}
 
 
 def applicable(recorded: dict[str, Any], animation: bool) -> dict[str, Any]:
@@ -70,10 +72,24 @@ def rerun_recipe(recorded: dict[str, Any], source: Path, given: Collection[str])
     recipe.pop("video_input", None)
     if recipe.get("init_image"):
         recipe["init_image"] = _inside(recipe["init_image"], source, "init_image")
+    _check_mask(recipe, source)
     if "image_prompts" in recipe:
         recipe["image_prompts"] = ["|".join(_image_prompt(part, source) for part in value.split("|"))
                                    for value in recipe["image_prompts"]]
     return recipe
+
+
+def _check_mask(recipe: dict[str, Any], source: Path) -> None:
+    """Resolve a recorded mask file like an init image, and refuse it when it is not the file the recipe was
+    drawn with (its sha256, which the run records, differs); the run records the hash anew."""
+    recorded_hash = recipe.pop("mask_sha256", None)
+    mask = recipe.get("mask")
+    if not mask or mask == "alpha":
+        return
+    recipe["mask"] = _inside(mask, source, "mask")
+    if recorded_hash and sha256_of(recipe["mask"]) != recorded_hash:
+        raise UserError(f"the mask {mask} has changed since {source} was drawn (its sha256 differs): give the "
+                        f"original mask, or --mask {mask} to edit with this one")
 
 
 def _image_prompt(part: str, source: Path) -> str:

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .errors import UsageError
+from .masks import SIDES, image_size, parse_extension
 from .output import (OutputTaken, contact_sheet, ensure_writable, numbered_names, resolve_outputs, save_png,
                      save_text, step_path, to_pil)
 from .runlog import RunLog
@@ -87,6 +89,25 @@ def generate(settings: Settings | None = None, preset: str | None = None, progre
         "contact_sheet": str(result.contact_sheet) if result.contact_sheet else None,
         "upscaled": [str(p) for p in result.upscaled]})
     return result
+
+
+def edit(image: str | Path, settings: Settings | None = None, preset: str | None = None, progress: bool = True,
+         **overrides: Any) -> Result:
+    """Repaint part of ``image``: the part ``mask`` or ``mask_box`` marks, or the border ``extend`` grows
+    (keywords as the flags), toward the prompts; everything else stays the image's own pixels. The picture keeps
+    the image's size (grown by the extension) unless ``width`` / ``height`` are given. Without a mask it is a
+    variation of the whole image: the init image path, with ``skip_steps`` (diffusion) or ``init_weight``
+    (VQGAN) saying how much of it stays."""
+    if "init_image" in overrides:
+        raise UsageError("artgen edit takes the picture to edit as its IMAGE argument: drop --init-image")
+    overrides["init_image"] = str(image)
+    overrides = {key: value for key, value in overrides.items() if value is not None or key not in ("width", "height")}
+    if "width" not in overrides or "height" not in overrides:
+        width, height = image_size(str(image))
+        grown = parse_extension(overrides["extend"]) if overrides.get("extend") else dict.fromkeys(SIDES, 0)
+        overrides.setdefault("width", width + grown["left"] + grown["right"])
+        overrides.setdefault("height", height + grown["top"] + grown["bottom"])
+    return generate(settings, preset, progress, **overrides)
 
 
 def _single(session: Session, count: int, run_log: RunLog) -> Result:

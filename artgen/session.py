@@ -27,6 +27,7 @@ from .memory import check_fits
 from .objective import Objective, build_objective
 from .palettes import parse_palette
 from .images import read_init_image
+from .masks import Edit, edited, is_edit, prepare_edit
 from .perceptor import Perceptor, check_spec, load_perceptors, parse_clip_spec, register_model_config, \
     with_bundled_weights
 from .prompts import Prompt, parse_prompts
@@ -69,6 +70,11 @@ class Session:
         warn_if_slow_precision(settings.run.precision, self.device)
         if settings.run.clip_guidance_scale is None:
             settings = settings.replace(clip_guidance_scale=self.generator_class.default_clip_guidance_scale)
+        self.edit: Edit | None = None  # read before any model loads, so a bad mask costs nothing
+        if is_edit(settings.run):
+            edit, digest = prepare_edit(settings.run)
+            self.edit = edit.to(self.device)
+            settings = settings.replace(mask_sha256=digest)
         self.settings = settings
         self.progress = progress
         for config in settings.run.clip_config:
@@ -88,27 +94,35 @@ class Session:
             self._perceptors = load_perceptors(self.clip_specs, self.device, run.channels_last, run.compile)
         return self._perceptors
 
-    def objective(self, texts: list[Prompt] | None = None) -> Objective:
-        """The run's objective; ``texts`` replaces its text prompts (an animation's keyed prompts)."""
+    def objective(self, texts: list[Prompt] | None = None, edit: bool = True) -> Objective:
+        """The run's objective; ``texts`` replaces its text prompts (an animation's keyed prompts). With ``edit``
+        False it scores whole pictures even in an edit's session (the upscale of its results)."""
         exact_palette = getattr(self.generator_class, "exact_palette", False)
         return build_objective(self.settings.run, self.perceptors, self.device, texts,
-                               self.generator_class.scoring_clamp, palette_loss=not exact_palette)
+                               self.generator_class.scoring_clamp, palette_loss=not exact_palette,
+                               edit=self.edit if edit else None)
 
     def init_image(self) -> Tensor | None:
-        """--init-image decoded once, at the run's size ([1,3,H,W] in [0,1])."""
+        """--init-image decoded once, at the run's size ([1,3,H,W] in [0,1]); an edit's grown by --extend."""
         run = self.settings.run
+        if self.edit is not None:
+            return self.edit.init
         if run.init_image and self._init is None:
             self._init = read_init_image(run.init_image, run.width, run.height)
         return self._init
 
     def generator(self, settings: Settings | None = None, init: Tensor | None = None) -> Generator:
-        """A generator for ``settings`` (the session's, or a candidate's or frame's variant of them)."""
+        """A generator for ``settings`` (the session's, or a candidate's or frame's variant of them); in an edit,
+        one that keeps the init image outside the mask (unless ``settings`` are no edit's: an upscale's tiles)."""
         settings = settings or self.settings
         run = settings.run
         palette = tuple(parse_palette(run.palette)) if run.palette is not None else None
+        edit = self.edit if is_edit(run) else None
+        mask = edit.soft if edit is not None else None
         canvas = Canvas(run.width, run.height, run.batch, run.steps, self.device, run.channels_last, run.compile,
-                        run.checkpointing, run.tile, palette)
-        return self.generator_class.create(settings.options, canvas, init, self.models)
+                        run.checkpointing, run.tile, palette, mask)
+        generator = self.generator_class.create(settings.options, canvas, init, self.models)
+        return edited(generator, edit, run.generator) if edit is not None else generator
 
     def drive(self, generator: Generator, objective: Objective, label: str = "generating", save: Saver | None = None,
               nested: bool = False) -> float:

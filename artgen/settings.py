@@ -23,6 +23,7 @@ import yaml
 from .errors import UsageError
 from .files import readable_file
 from .losses import parse_symmetry
+from .masks import EDIT, FILLS, parse_box, parse_extension
 from .palettes import parse_palette
 from .prompts import parse_prompts
 from .schedules import parse_prompt_keyframes, parse_schedule
@@ -133,6 +134,21 @@ class RunSettings:
     palette_scale: float = setting(1.0, "Weight of the pull toward the --palette colours, relative to "
                                         "--clip-guidance-scale; 1 brings the offline VQGAN's colours three times "
                                         "nearer the palette in 100 steps.", heading=CONTROLS)
+    # edits: repaint part of the init image, or grow it (artgen edit)
+    mask: str | None = setting(None, "Repaint only part of --init-image: a PNG whose white marks that part, or "
+                                     "alpha (the init image's transparent pixels).", heading=EDIT, edit=True)
+    mask_box: str | None = setting(None, 'Repaint only this rectangle of --init-image, "x,y,w,h" in its pixels.',
+                                   heading=EDIT, edit=True)
+    mask_blur: float = setting(4.0, "Feather the mask's edge over this many pixels, inward, so the repainted part "
+                                    "fades into the kept one (0: a hard edge).", heading=EDIT, edit=True)
+    invert_mask: bool = setting(False, "Repaint what the mask leaves and keep what it marks.", heading=EDIT, edit=True)
+    extend: str | None = setting(None, 'Outpaint: grow the picture beyond --init-image\'s borders, "left=128,top=64" '
+                                       "(sides left, top, right, bottom), and paint the new part; --width and "
+                                       "--height are the grown size.", heading=EDIT, edit=True)
+    extend_fill: str = setting("reflect", "What the grown border starts as: the picture mirrored at its edge, or "
+                                          "noise.", choices=FILLS, heading=EDIT, edit=True)
+    mask_sha256: str | None = setting(None, "The mask file's sha256, recorded by the run so --from refuses a "
+                                            "changed mask.", edit=True)
     # speed and memory
     precision: str = setting("auto", "Forward passes in full precision (fp32) or under autocast to bf16/fp16. auto: "
                                      "bf16 where the device computes it natively (CUDA compute capability 8.0 and "
@@ -182,6 +198,26 @@ class RunSettings:
         parse_prompts(self.image_prompts)
         if not self.clip:
             raise UsageError("no CLIP model: give at least one --clip NAME:PRETRAINED")
+        self._validate_edit()
+
+    def _validate_edit(self) -> None:
+        """The mask and --extend flags: their syntax, and what they need (an init image) or exclude."""
+        if self.mask_box is not None:
+            parse_box(self.mask_box)
+        if self.extend is not None:
+            parse_extension(self.extend)
+        require(self, non_negative=("mask_blur",), finite=("mask_blur",))
+        require_choice(self, "extend_fill", FILLS)
+        asked = [name for name in ("mask", "mask_box", "extend") if getattr(self, name)]
+        if self.mask and self.mask_box:
+            raise UsageError("--mask and --mask-box both say what to repaint: give one of them")
+        if self.invert_mask and not (self.mask or self.mask_box):
+            raise UsageError("--invert-mask swaps what --mask or --mask-box marks: give one of them")
+        if asked and not self.init_image:
+            raise UsageError(f"--{flag(asked[0])} edits a picture: give it with --init-image (or use artgen edit IMAGE)")
+        if asked and self.tile:
+            raise UsageError(f"--{flag(asked[0])} and --tile do not go together: an edit keeps the picture's own "
+                             "borders")
         if len(self.clip_checkpoint) > len(self.clip):
             raise UsageError("more --clip-checkpoint files than --clip models: give one --clip per checkpoint")
 
@@ -312,6 +348,10 @@ class Settings:
         self.options.validate(self.run)
         if self.animation is not None:
             self.animation.validate()
+            edits = [name for name in ("mask", "mask_box", "extend") if getattr(self.run, name)]
+            if edits:
+                raise UsageError(f"--{flag(edits[0])} edits single pictures (artgen edit, artgen generate), not "
+                                 "animations: drop it")
         keyed = self.animation is not None and self.animation.prompt_keyframes
         if not self.run.prompts and not self.run.image_prompts and not keyed:
             raise UsageError('nothing to aim for: give a prompt (artgen generate "a red circle") or --image-prompt')

@@ -11,7 +11,6 @@ weights: two tiles cross-fade over their shared strip, so no edge of a tile show
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from .errors import RunInterrupted, UsageError, UserError
+from .files import sha256_of
 from .images import load_image, pil_to_tensor
 from .objective import Objective
 from .output import OutputTaken, read_metadata, resolve_outputs, save_png
@@ -36,10 +36,11 @@ from .settings import Settings, UpscaleSettings, build_settings
 log = logging.getLogger("artgen")
 # What an upscale decides itself: the tile's size and start, one image at a time, nothing saved but the result,
 # and no control that acts on a whole picture (a mirror or a seamless border would be drawn into every tile).
+EDIT_RUN = dict(mask=None, mask_box=None, invert_mask=False, extend=None, mask_sha256=None)  # an edit's own
 TILE_RUN = dict(init_image=None, batch=1, candidates=0, keep=1, save_every=0, save_scale=1, upscale=1, tile=False,
-                symmetry="none")
+                symmetry="none") | EDIT_RUN
 FIXED_FLAGS = ("width", "height", "init_image", "batch", "candidates", "keep", "save_every", "upscale", "tile",
-               "symmetry")
+               "symmetry", "mask", "mask_box", "invert_mask", "extend")
 
 
 @dataclass
@@ -149,15 +150,11 @@ def refined_tiles(session: Session, settings: Settings, start: Tensor, upscale: 
         yield generator.snapshot().cpu()[0], left, top, loss
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def metadata(settings: Settings, upscale: UpscaleSettings, source: Path, picture: Image.Image,
              source_recipe: dict[str, Any] | None, loss: float) -> dict[str, Any]:
     """The upscaled PNG's record: the tiles' settings (what ``show-settings`` prints), the upscale's settings
     and the source it was made from (name, hash, size, recipe)."""
-    record = asdict(upscale) | {"source": {"file": source.name, "sha256": file_hash(source),
+    record = asdict(upscale) | {"source": {"file": source.name, "sha256": sha256_of(source),
                                            "width": picture.width, "height": picture.height,
                                            "settings": source_recipe}}
     return {"settings": settings.to_dict(), "upscale": record, "step": settings.run.steps,
@@ -196,7 +193,7 @@ def upscale(image: str | Path, upscale: UpscaleSettings | None = None, preset: s
     if recipe is None and not aims and not (preset and _preset_aims(preset)):
         raise UsageError(f"{source} carries no artgen recipe to take a prompt from: give a prompt (artgen upscale "
                          f"{source} \"a red circle\")")
-    named = {*overrides, *(_preset_names(preset)), "init_image", "output", "frames_dir"}
+    named = {*overrides, *(_preset_names(preset)), *EDIT_RUN, "init_image", "output", "frames_dir"}
     base = rerun_recipe(recipe, source, named) if recipe else None
     settings = with_seed(build_settings(preset, base, overrides | TILE_RUN | dict(
         width=upscale.upscale_tile, height=upscale.upscale_tile)))
@@ -245,7 +242,8 @@ def upscale_saved(session: Session, settings: Settings, paths: list[Path],
         picture = load_image(path, "image")
         upscale = UpscaleSettings(scale=settings.run.upscale).sized(picture.width, picture.height)
         one = tile_settings(settings, upscale.upscale_tile)
-        result, loss = refine(session, one, enlarge(picture, upscale.scale), upscale, objective)
+        result, loss = refine(session, one, enlarge(picture, upscale.scale), upscale,
+                              objective or session.objective(edit=False))
         target = upscaled_name(path, upscale.scale)
         try:
             written.append(save_png(result, target, metadata(one, upscale, path, picture, settings.to_dict(), loss),

@@ -20,7 +20,7 @@ from artgen.settings import load_preset, preset_names
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text(encoding="utf-8")
 MAKEFILE = README.parent / "Makefile"
-MAX_LINES = 260  # a user guide; the flag reference lives in docs/cli.md, the models' measurements in lab/README.md
+MAX_LINES = 285  # a user guide; the flag reference lives in docs/cli.md, the models' measurements in lab/README.md
 
 # Commands that only make sense with the network, a GPU or minutes of time, and why they are not run here.
 SKIPPED = {
@@ -32,7 +32,7 @@ SKIPPED = {
     (".venv/bin/python", "-m", "lab.zoo_report"): "measures the bundled models over 72 images: most of an hour on a CPU",
 }
 AS_WRITTEN = {"--help", "presets", "models", "show-settings", "encode"}  # need no model weights
-DRAWING = {"generate", "animate", "stylize-video"}
+DRAWING = {"generate", "edit", "animate", "stylize-video"}
 # options whose value picks model weights, the size or the run's length: dropped, then given tiny values
 SUBSTITUTED = {"--clip", "--clip-checkpoint", "--clip-config", "--vqgan-model", "--vqgan-config", "--vqgan-checkpoint",
                "--diffusion-model", "--diffusion-checkpoint", "--diffusion-config", "--diffusion-steps",
@@ -96,6 +96,9 @@ def runnable(words: list[str], tiny) -> list[str] | str:
     # generators without a model of their own (pixels, ...) need only the tiny CLIP and a small size
     tiny_flags = {"diffusion": tiny.diffusion_flags, "vqgan": tiny.vqgan_flags}.get(
         generator, [*tiny.clip_flags, "--width", "32", "--height", "32", "--cutn", "4"])
+    if args[0] == "edit":  # an edit keeps its picture's size (photo.png, 32x48, and any --extend)
+        tiny_flags = [word for index, word in enumerate(tiny_flags) if word not in ("--width", "--height")
+                      and tiny_flags[index - 1] not in ("--width", "--height")]
     length = ["--timestep-respacing", "12"] if diffusion else ["--steps", "1"]
     per_frame = ["--steps-per-frame", "1"] if args[0] != "generate" else []
     return [*kept, *tiny_flags, *length, *per_frame, "--quiet"]
@@ -136,6 +139,8 @@ def test_every_readme_command_runs(block, artgen, tiny_models, tmp_path, monkeyp
     imageio.mimwrite(tmp_path / "walk.mp4", [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(4)], fps=4)
     # and the picture its init-image examples start from
     imageio.imwrite(tmp_path / "photo.png", np.linspace(0, 255, 48 * 32 * 3).astype(np.uint8).reshape(48, 32, 3))
+    # and the mask its edit example repaints: the photo's lower half
+    imageio.imwrite(tmp_path / "mask.png", np.repeat(np.array([0, 255], np.uint8), 24)[:, None].repeat(32, 1))
     for words, comment in command_lines(block):
         args = runnable(words, tiny_models)
         if isinstance(args, str):

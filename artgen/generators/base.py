@@ -37,6 +37,7 @@ class Canvas:
     checkpointing: bool = False
     tile: bool = False  # --tile: the picture must continue across its borders (four copies show no seam)
     palette: tuple[tuple[int, int, int], ...] | None = None  # --palette: the 8-bit colours the run asks for
+    mask: Tensor | None = None  # an edit's mask [1,1,H,W]: 1 repaint, 0 keep the init image, feathered between
 
 
 class ModelCache:

@@ -5,7 +5,8 @@ schedule. Each loop step hands the loop a denoiser guided by that step's objecti
 guided denoiser scores the UNet's predicted picture, as the CLIP-guided diffusion notebooks do, and moves the
 prediction along the gradient; the sampler (DDPM or DDIM) steps over it and never sees CLIP. The same loop,
 unguided, draws the --preselect starts and their previews. With --tile the UNet pads circularly
-(artgen.models.tiling), so it denoises the picture as a tile that continues across its borders.
+(artgen.models.tiling), so it denoises the picture as a tile that continues across its borders. In an edit
+(Canvas.mask) the region outside the mask is the init image noised to each step's level, as in RePaint.
 """
 
 from __future__ import annotations
@@ -74,9 +75,12 @@ class DiffusionOptions(Options):
                                           "best preview is noised back to.")
     preselect_preview: int = setting(0, "Judge each --preselect start by a finished picture drawn unguided in this "
                                         "many DDIM steps (0: by its prediction after --preselect-share of the steps).")
+    resample: int = setting(1, "Edits: take each step this many times, noising the result back in between "
+                               "(RePaint's resampling), so the repainted part agrees better with the kept one; as "
+                               "many times slower.")
 
     def validate(self, run: "RunSettings") -> None:
-        require(self, positive=("diffusion_steps",), non_negative=("preselect", "preselect_preview", "skip_steps",
+        require(self, positive=("diffusion_steps", "resample"), non_negative=("preselect", "preselect_preview", "skip_steps",
                 "eta", "clamp_max"), finite=("init_scale",))
         require_choice(self, "sampler", SAMPLERS)
         require_choice(self, "noise_schedule", NOISE_SCHEDULES)
@@ -87,6 +91,9 @@ class DiffusionOptions(Options):
         if self.preselect > 1 and not 0 < self.preselect_share < 1:
             raise UsageError(f"--preselect-share must lie between 0 and 1 (a share of the steps), got "
                              f"{self.preselect_share}")
+        if self.resample > 1 and not (run.mask or run.mask_box or run.extend):
+            raise UsageError(f"--resample {self.resample} acts on edits: give --mask, --mask-box or --extend (or "
+                             "drop it)")
         if self.preselect > 1 and self.preselect_preview == 1:
             raise UsageError(f"--preselect-preview draws each start in that many DDIM steps: give 2 or more (or 0 "
                              f"to judge the starts part-way), got {self.preselect_preview}")
@@ -147,6 +154,9 @@ class DiffusionGenerator:
         self._sampling = self._loop(self._start(torch.randn((canvas.batch, 3, canvas.height, canvas.width),
                                                             device=canvas.device)), 0)
         self._pred: Tensor | None = None  # the latest clean-image prediction, shown while sampling
+        self.mask = canvas.mask  # an edit's: x_t keeps the init image, noised to each step, outside it
+        if self.mask is not None and init is None:
+            raise ValueError("an edit's mask needs the init image it keeps")
 
     @classmethod
     def create(cls, options: DiffusionOptions, canvas: Canvas, init: Tensor | None = None,
@@ -194,11 +204,37 @@ class DiffusionGenerator:
         return torch.full((like.shape[0],), step, dtype=torch.long, device=like.device)
 
     def step(self, guide: Guide) -> Tensor:
-        """One sampler step over the UNet guided by ``guide``'s objective; returns the objective's loss."""
+        """One sampler step over the UNet guided by ``guide``'s objective; returns the objective's loss.
+
+        In an edit the step is taken --resample times: after each but the last, x_{t-1} is noised back to x_t by
+        q(x_t | x_{t-1}) and the step is taken again (RePaint, Lugmayr et al. 2022), which lets the repainted
+        part settle against the kept one that was pasted in."""
         raw = denoiser(self.diffusion, self.unet, clip_denoised=False)  # the objective scores the raw prediction
-        out = self._sampling.step(guided_denoiser(self.diffusion, raw, guide, self.guidance))
+        takes = self.options.resample if self.mask is not None else 1
+        for take in range(takes):
+            if take:
+                self._noise_back()
+            out = self._sampling.step(guided_denoiser(self.diffusion, raw, guide, self.guidance))
+            self._keep_known()
         self._pred = out["pred_xstart"]
         return out["loss"]
+
+    def _keep_known(self) -> None:
+        """Outside an edit's mask, x_{t-1} is the init image noised to step t-1 (exactly it after the last step),
+        so the sampler only draws the masked part and harmonizes it with what surrounds it."""
+        if self.mask is None:
+            return
+        x, t = self._sampling.x, self._sampling.t
+        known = self.init if t < 0 else self.diffusion.q_sample(self.init, self._t(t, x), torch.randn_like(x))
+        mask = self.mask.to(x.dtype)
+        self._sampling.x = x * mask + known.to(x.dtype) * (1 - mask)
+
+    def _noise_back(self) -> None:
+        """Undo the last step's denoising with fresh noise: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise."""
+        x, t = self._sampling.x, self._sampling.t + 1
+        beta = float(self.diffusion.betas[t])
+        self._sampling.x = x * (1 - beta) ** 0.5 + torch.randn_like(x) * beta ** 0.5
+        self._sampling.t = t
 
     def begin(self, score: Callable[[Tensor], Tensor], progress: bool) -> int:
         """With --preselect K (2 or more), go on from the best of K starts per image (one per image of the batch,
@@ -221,6 +257,8 @@ class DiffusionGenerator:
         with torch.no_grad(), tqdm(desc=f"preselecting {count} starts", unit="step", disable=not progress) as bar:
             x, pictures = ((starts, self._previews(starts, preview_steps, bar)) if preview_steps
                            else self._unguided(starts, steps, bar))
+            if self.mask is not None:  # an edit's start is judged by what it paints into the kept picture
+                pictures = pictures * self.mask + self.init[:1] * (1 - self.mask)
             best = score(pictures.add(1).div(2)).topk(len(self.x)).indices
         x, pictures = x[best], pictures[best]
         if preview_steps:  # the finished picture, noised back to the step the run goes on from

@@ -4,7 +4,8 @@ Design: the latent z is what Adam moves; each render quantizes it to the nearest
 straight-through gradient) and decodes the codes with taming-transformers' decoder. Its options also hold
 an optional diffusion prior (artgen.prior), a score-distillation pull toward pictures a diffusion model knows,
 for models whose decoder alone draws poorly (the bundled tiny one). With --tile the decoder pads circularly
-(artgen.models.tiling): the codes lie on a torus and the decoded picture continues across its borders.
+(artgen.models.tiling): the codes lie on a torus and the decoded picture continues across its borders. An
+edit's mask (Canvas.mask) lets only the codes under it move.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..clamps import clamp_toward_range
 from ..errors import UsageError
 from ..memory import NetworkShape, vqgan_ddconfig, vqgan_shape
 from ..images import fit_image
+from ..masks import latent_cells
 from ..models import factory
 from ..models.tiling import make_periodic, periodic_if
 from ..models.vqgan import VQGAN, vector_quantize
@@ -154,6 +156,8 @@ class VQGANGenerator:
         self.decode = maybe_compile(model.decode, canvas.compile, "the VQGAN decoder")
         self._rendered: Tensor | None = None  # the last render while z has not moved since (detached)
         self.prior_scale, self.prior = options.prior_scale, prior
+        # an edit moves only the codes under its mask (and their neighbours); the rest stay the init image's
+        self.cells = None if canvas.mask is None else latent_cells(canvas.mask, model.downsample_factor)
 
     @classmethod
     def create(cls, options: VQGANOptions, canvas: Canvas, init: Tensor | None = None,
@@ -194,9 +198,13 @@ class VQGANGenerator:
         self.optimizer.zero_grad(set_to_none=True)
         guide.backward(total)
         self._rendered = None  # z moves now
+        if self.cells is not None:
+            self.z.grad.mul_(self.cells)
         self.optimizer.step()
         with torch.no_grad():
             self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+            if self.cells is not None:  # no optimizer (AdamW's decay) moves a kept code
+                self.z.copy_(torch.where(self.cells > 0, self.z, self.z_start))
         return loss
 
     def snapshot(self) -> Tensor:

@@ -8,7 +8,6 @@ user without network can place the files there by hand, or pass local paths inst
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -23,6 +22,7 @@ import platformdirs
 from tqdm import tqdm
 
 from ..errors import UsageError, UserError
+from ..files import sha256_of
 
 
 @dataclass(frozen=True)
@@ -221,11 +221,3 @@ def download(known: KnownFile, destination: Path, label: str) -> None:
         partial.unlink(missing_ok=True)
         raise UserError(f"{label}: the download from {known.url} is damaged (sha256 mismatch): run again")
     shutil.move(partial, destination)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
