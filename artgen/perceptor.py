@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .errors import UsageError, UserError
 from .files import readable_file
 from .models import hub
+from .models.attention import use_batch_first_attention
 from .models.checkpoints import load_safely, load_script_weights
 from .models.torchscript import is_torchscript
 from .speed import maybe_compile, to_channels_last
@@ -87,8 +88,10 @@ class Perceptor(nn.Module):
     """One CLIP model, frozen: encodes [0,1] images (at its input size) and texts to unit vectors."""
 
     def __init__(self, model: nn.Module, spec: ClipSpec, mean: tuple[float, ...], std: tuple[float, ...],
-                 channels_last: bool = False, compile: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False, fast_attention: bool = False) -> None:
         super().__init__()
+        if fast_attention:  # rounds differently: for runs under bf16 / fp16 autocast (artgen.models.attention)
+            use_batch_first_attention(model)
         self.model = to_channels_last(model.eval().requires_grad_(False), channels_last)
         self._encode_image = maybe_compile(self.model.encode_image, compile, f"CLIP {spec.model}")
         self.spec = spec
@@ -120,13 +123,14 @@ class Perceptor(nn.Module):
 
 
 def load_perceptors(specs: list[ClipSpec], device: torch.device, channels_last: bool = False,
-                    compile: bool = False) -> list[Perceptor]:
-    return [load_perceptor(spec, device, channels_last, compile) for spec in specs]
+                    compile: bool = False, fast_attention: bool = False) -> list[Perceptor]:
+    return [load_perceptor(spec, device, channels_last, compile, fast_attention) for spec in specs]
 
 
 def load_perceptor(spec: ClipSpec, device: torch.device, channels_last: bool = False,
-                   compile: bool = False) -> Perceptor:
-    """Build the model; load its weights from the local checkpoint, or from open_clip's hub by tag."""
+                   compile: bool = False, fast_attention: bool = False) -> Perceptor:
+    """Build the model; load its weights from the local checkpoint, or from open_clip's hub by tag.
+    ``fast_attention``: self-attention without nn.MultiheadAttention's weight copy, for runs under autocast."""
     check_spec(spec)
     quick_gelu = spec.pretrained == "openai"  # OpenAI's weights were trained with QuickGELU
     if spec.checkpoint:
@@ -143,7 +147,7 @@ def load_perceptor(spec: ClipSpec, device: torch.device, channels_last: bool = F
         logging.getLogger("artgen").warning("CLIP %s has no pretrained weights: using random weights", spec.model)
         model = _create(spec.model, None, quick_gelu)
     mean, std = _normalization(model, spec)
-    return Perceptor(model, spec, mean, std, channels_last, compile).to(device)
+    return Perceptor(model, spec, mean, std, channels_last, compile, fast_attention).to(device)
 
 
 def check_spec(spec: ClipSpec) -> None:

@@ -91,7 +91,8 @@ class Session:
     def perceptors(self) -> list[Perceptor]:
         if self._perceptors is None:
             run = self.settings.run
-            self._perceptors = load_perceptors(self.clip_specs, self.device, run.channels_last, run.compile)
+            self._perceptors = load_perceptors(self.clip_specs, self.device, run.channels_last, run.compile,
+                                               fast_attention=run.precision != "fp32")
         return self._perceptors
 
     def objective(self, texts: list[Prompt] | None = None, edit: bool = True) -> Objective:

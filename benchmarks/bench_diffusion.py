@@ -77,7 +77,8 @@ def time_artgen(model: UNetModel, size: int, cutn: int, clip: str, steps: int,
                 device: torch.device) -> tuple[float, float]:
     sampler, settings = generator(model, size, cutn, device, defaults=True)
     run = settings.run
-    perceptor = load_perceptor(ClipSpec(clip, None), device, run.channels_last, run.compile)
+    perceptor = load_perceptor(ClipSpec(clip, None), device, run.channels_last, run.compile,
+                               fast_attention=run.precision != "fp32")
     guide = Guide(build_objective(run, [perceptor], device), 0.0, precision_context(run.precision, device))
 
     def step() -> None:

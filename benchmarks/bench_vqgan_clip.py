@@ -65,7 +65,8 @@ def time_artgen(size: int, cutn: int, clip: str, steps: int, device: torch.devic
     canvas = Canvas(size, size, 1, run.steps, device, run.channels_last, run.compile, run.checkpointing)
     generator = VQGANGenerator(to_channels_last(model, run.channels_last),
                                initial_latent(model, "random", 1, size, size, device), settings.options, canvas)
-    perceptor = load_perceptor(ClipSpec(clip, None), device, run.channels_last, run.compile)
+    perceptor = load_perceptor(ClipSpec(clip, None), device, run.channels_last, run.compile,
+                               fast_attention=run.precision != "fp32")
     objective = build_objective(run, [perceptor], device)
     states = optimize(generator, objective, forward_context=precision_context(settings.precision, device))
     seconds = time_steps(lambda: next(states), steps, warmup=2 if settings.compile else 1, device=device)

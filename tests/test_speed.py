@@ -123,3 +123,40 @@ def test_compile_falls_back_when_torch_compile_refuses(monkeypatch, tmp_path, ti
 def test_compile_off_returns_the_function_itself():
     function = VQGANGenerator.render
     assert maybe_compile(function, False, "x") is function
+
+
+def test_batch_first_attention_computes_what_multihead_attention_does():
+    """Same outputs and input gradients as nn.MultiheadAttention (fp32, up to rounding), with open_clip's causal
+    float mask and without; cross-attention and asked-for weights run the original code."""
+    from artgen.models.attention import BatchFirstSelfAttention, use_batch_first_attention
+
+    torch.manual_seed(0)
+    original = torch.nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    fast = torch.nn.Sequential(torch.nn.MultiheadAttention(64, 4, batch_first=True)).eval()
+    fast[0].load_state_dict(original.state_dict())
+    assert use_batch_first_attention(fast) == 1 and isinstance(fast[0], BatchFirstSelfAttention)
+    assert fast[0].state_dict().keys() == original.state_dict().keys()
+    causal = torch.full((7, 7), float("-inf")).triu(1)
+    for mask in (None, causal):
+        x = torch.randn(3, 7, 64, requires_grad=True)
+        y = torch.randn(3, 7, 64)
+        expected = original(x, x, x, need_weights=False, attn_mask=mask)[0]
+        (grad,) = torch.autograd.grad((expected * y).sum(), x)
+        got = fast[0](x, x, x, need_weights=False, attn_mask=mask)[0]
+        (fast_grad,) = torch.autograd.grad((got * y).sum(), x)
+        assert torch.allclose(got, expected, atol=1e-5) and torch.allclose(fast_grad, grad, atol=1e-5)
+    other = torch.randn(3, 5, 64)
+    assert torch.equal(fast[0](x, other, other)[0], original(x, other, other)[0])  # the original code, exactly
+
+
+def test_only_runs_under_autocast_get_the_batch_first_attention(tiny_models):
+    """fp32 pictures stay bit for bit what they were; bf16 runs take the faster attention."""
+    from artgen.models.attention import BatchFirstSelfAttention
+
+    settings = build_settings(None, None, tiny_models.settings())
+    register_model_config(settings.clip_config[0])
+    spec = parse_clip_spec(settings.clip[0], settings.clip_checkpoint[0])
+    for fast, kind in ((False, torch.nn.MultiheadAttention), (True, BatchFirstSelfAttention)):
+        perceptor = load_perceptors([spec], CPU, fast_attention=fast)[0]
+        kinds = {type(m) for m in perceptor.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+        assert kinds == {kind}
