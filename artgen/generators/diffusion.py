@@ -154,7 +154,10 @@ class DiffusionGenerator:
         self._sampling = self._loop(self._start(torch.randn((canvas.batch, 3, canvas.height, canvas.width),
                                                             device=canvas.device)), 0)
         self._pred: Tensor | None = None  # the latest clean-image prediction, shown while sampling
-        self.mask = canvas.mask  # an edit's: x_t keeps the init image, noised to each step, outside it
+        # an edit's mask: x_t keeps the init image, noised to each step, wherever the mask does not reach. Hard-edged:
+        # a feathered blend of two independent noises would be quieter than the step's noise level, and the model
+        # reads quiet noise as picture; the run feathers the finished picture instead.
+        self.mask = None if canvas.mask is None else (canvas.mask > 0).to(canvas.mask.dtype)
         if self.mask is not None and init is None:
             raise ValueError("an edit's mask needs the init image it keeps")
 
