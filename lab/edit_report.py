@@ -2,6 +2,7 @@
 
     .venv/bin/python -m lab.edit_report --folder /tmp/edits            # the figures for lab/README.md
     .venv/bin/python -m lab.edit_report --folder /tmp/edits --example examples/edit-offline.png
+        # ... and the README's before / mask / after picture, and all 24 edits beside it (edit-offline-grid.png)
 
 Each of the 24 prompts "a COLOUR SHAPE" edits its own picture: a shape of another colour and kind in the left
 half of a plain ground, with the right half masked (a --mask-box), drawn by the offline diffusion preset at its
@@ -9,11 +10,10 @@ half of a plain ground, with the right half masked (a --mask-box), drawn by the 
 - colour: the CLIP-free checker reads the asked colour in the masked half (trained CLIP, and the random-weight
   control with the same seeds);
 - kept: the largest difference outside the mask between the input and the output PNG (must be 0);
-- seam: the colour step across the mask's edge (mean over rows of the distance between the two columns that meet
-  there) divided by the picture's mean step between neighbouring columns, for the edit as shipped (feathered and
-  harmonized by the sampler), the edit with --mask-blur 0 (harmonized only), and, as the control, a picture drawn
-  for the same prompt without a mask pasted into the masked half (a plain paste), and that paste feathered as the
-  edit is. 1 means the edge is as smooth as the picture on average.
+- seam: the gradient energy where the edit meets the kept picture (see ``seam``) for the edit as shipped
+  (feathered and harmonized by the sampler), the edit with --mask-blur 0 (harmonized only), and, as the control, a
+  picture drawn for the same prompt without a mask pasted into the masked half (a plain paste), and that paste
+  feathered as the edit is. 1 means the edge is as smooth as the picture on average.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from lab.zoo_report import ALL_PROMPTS, random_clip_checkpoint
 
 SIZE = 32  # the offline diffusion's size
 EDGE = SIZE // 2  # the mask is the right half: columns EDGE and on
+BLUR = 4  # the default --mask-blur
+BAND = slice(EDGE - 1, EDGE + BLUR)  # the column steps from the last kept column through the feathered strip
 FIRST_SEED = 300
 GROUNDS = ("grey", "light grey", "dark grey", "white", "black")
 
@@ -75,9 +77,11 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def seam(picture: np.ndarray) -> float:
-    """The colour step across the mask's edge over the picture's mean step between neighbouring columns."""
-    steps = np.linalg.norm(np.diff(picture, axis=1), axis=2)  # [H, W-1]: column x to x+1
-    return float(steps[:, EDGE - 1].mean() / max(steps.mean(), 1e-6))
+    """The gradient energy (squared colour step between neighbouring columns) in the band where the edit meets the
+    kept picture, the edge and the feathered strip inside it, over the picture's mean: 1 is as smooth as the
+    picture on average. A jump spread over the strip's columns counts less than the same jump at once."""
+    energy = np.square(np.diff(picture, axis=1)).sum(axis=2)  # [H, W-1]: column x to x+1
+    return float(energy[:, BAND].mean() / max(energy.mean(), 1e-6))
 
 
 def pasted(free: np.ndarray, kept: np.ndarray, blur: float) -> np.ndarray:
@@ -113,24 +117,33 @@ def measure(folder: Path) -> dict:
         figures["seam"]["edit"].append(seam(pixels(folder / f"edit-{index:02d}.png")))
         figures["seam"]["hard"].append(seam(pixels(folder / f"hard-{index:02d}.png")))
         figures["seam"]["paste"].append(seam(pasted(free, kept, 0)))
-        figures["seam"]["paste feathered"].append(seam(pasted(free, kept, 4)))
+        figures["seam"]["paste feathered"].append(seam(pasted(free, kept, BLUR)))
     figures["seam"] = {name: float(np.mean(values)) for name, values in figures["seam"].items()}
     return figures
 
 
-def example(folder: Path, path: Path, indices: tuple[int, ...] = (1, 8, 17)) -> None:
-    """Rows of before / mask / after for a few prompts, 4x enlarged: the README's picture."""
+def enlarged(picture: np.ndarray, factor: int) -> torch.Tensor:
+    tensor = torch.from_numpy(np.asarray(picture, np.float32) / 255).permute(2, 0, 1)
+    return torch.nn.functional.interpolate(tensor[None], scale_factor=factor, mode="nearest")[0]
+
+
+def example(folder: Path, path: Path, indices: tuple[int, ...] = (1, 15, 22)) -> None:
+    """Rows of before / mask / after for a few prompts, 4x enlarged: the README's picture (prompts whose edit kept
+    the ground; the grid beside it shows all 24)."""
     tiles, labels = [], []
     mask = np.zeros((SIZE, SIZE, 3), np.uint8)
     mask[:, EDGE:] = 255
+    mask[[0, -1], :], mask[:, [0, -1]] = 128, 128  # a frame, so the white half shows on the sheet's white
     for index in indices:
         colour, shape = ALL_PROMPTS[index]
-        for picture, label in ((pixels(folder / f"source-{index:02d}.png"), "before"), (mask, "mask"),
+        for picture, label in ((pixels(folder / f"source-{index:02d}.png"), "before"), (mask, "mask: white repaints"),
                                (pixels(folder / f"edit-{index:02d}.png"), f"a {colour} {shape}")):
-            tensor = torch.from_numpy(np.asarray(picture, np.float32) / 255).permute(2, 0, 1)
-            tiles.append(torch.nn.functional.interpolate(tensor[None], scale_factor=4, mode="nearest")[0])
+            tiles.append(enlarged(picture, 4))
             labels.append(label)
     contact_sheet(tiles, labels, columns=3).save(path)
+    sheet = contact_sheet([enlarged(pixels(folder / f"edit-{index:02d}.png"), 3) for index in range(len(ALL_PROMPTS))],
+                          [f"a {colour} {shape}" for colour, shape in ALL_PROMPTS], columns=8)
+    sheet.quantize(256).save(path.with_name(f"{path.stem}-grid.png"))
 
 
 def main() -> None:
