@@ -30,6 +30,17 @@ NAMED_PALETTES: dict[str, tuple[str, ...]] = {
 HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
 
 
+def hex_colour(text: str) -> Colour | None:
+    """The 8-bit colour of "#rrggbb" or "#rgb" (the # optional), or None when ``text`` is not one."""
+    match = HEX_COLOUR.fullmatch(text.strip())
+    if match is None:
+        return None
+    digits = match.group(1)
+    if len(digits) == 3:
+        digits = "".join(2 * digit for digit in digits)
+    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
 def parse_palette(text: str) -> list[Colour]:
     """The 8-bit colours of a --palette value: a known name or comma-separated hex colours ("#1a1c2c,#5d275d").
 
@@ -45,14 +56,11 @@ def parse_palette(text: str) -> list[Colour]:
                          'or give hex colours like "#1a1c2c,#5d275d"')
     colours = []
     for entry in entries:
-        match = HEX_COLOUR.fullmatch(entry)
-        if match is None:
+        colour = hex_colour(entry)
+        if colour is None:
             raise UsageError(f"--palette entry {entry!r} is not a colour: give hex colours #rrggbb (or #rgb) "
                              'separated by commas, like "#1a1c2c,#5d275d"')
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(2 * d for d in digits)
-        colours.append((int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)))
+        colours.append(colour)
     if len(colours) < 2:
         raise UsageError(f"--palette needs at least 2 colours, got {len(colours)}")
     return colours

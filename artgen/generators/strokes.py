@@ -41,7 +41,7 @@ from ..clamps import clamp_straight_through
 from ..errors import UsageError
 from ..images import fit_image
 from ..output import to_pil
-from ..palettes import HEX_COLOUR
+from ..palettes import hex_colour
 from ..memory import NetworkShape
 from ..settings import require, setting
 from .base import Canvas, ModelCache, Options
@@ -59,13 +59,10 @@ WIDTH_LR, COLOUR_LR = 0.1, 0.01  # learning rates of widths (px) and colours (0-
 
 def parse_colour(text: str, option: str = "--background") -> tuple[float, float, float]:
     """A hex colour (#rrggbb or #rgb, the # optional) as RGB in [0,1]."""
-    match = HEX_COLOUR.fullmatch(text.strip())
-    if match is None:
+    colour = hex_colour(text)
+    if colour is None:
         raise UsageError(f"{option} {text!r} is not a colour: give a hex colour such as #ffffff or #000")
-    digits = match.group(1)
-    if len(digits) == 3:
-        digits = "".join(2 * digit for digit in digits)
-    return tuple(int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    return tuple(channel / 255 for channel in colour)
 
 
 @dataclass
