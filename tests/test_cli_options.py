@@ -10,6 +10,7 @@ from artgen.cli import reference_markdown
 from artgen.generators import GENERATORS
 from artgen.errors import UsageError
 from artgen.recipe import upgrade_recipe
+from artgen.masks import EDIT
 from artgen.settings import CONTROLS, build_settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
@@ -24,12 +25,13 @@ def test_docs_cli_md_is_the_generated_reference():
 def test_help_groups_flags_under_their_generator(artgen):
     shown = artgen("generate", "--help").out
     headings = [line for line in shown.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert headings == ["Options:", "Common options:", f"{CONTROLS}:"] + [
+    assert headings == ["Options:", "Common options:", f"{CONTROLS}:", f"{EDIT}:"] + [
         f"{cls.title} options (--generator {name}):" for name, cls in GENERATORS.items()]
     assert "VQGAN options (--generator vqgan):" in headings and "Diffusion options (--generator diffusion):" in headings
     vqgan_part = shown.split("VQGAN options")[1].split("Diffusion options")[0]
     assert "--lr" in vqgan_part and "--prior-scale" in vqgan_part and "--sampler" not in vqgan_part
-    assert "Animation options:" in artgen("animate", "--help").out
+    animation = artgen("animate", "--help").out
+    assert "Animation options:" in animation and EDIT not in animation and "--mask" not in animation
 
 
 def test_help_for_one_generator_shows_only_its_options(artgen):

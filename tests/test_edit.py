@@ -181,3 +181,11 @@ def test_bad_masks_are_one_line(artgen, tmp_path, tiny_models):
 def test_animations_take_no_mask(tiny_models):
     with pytest.raises(UserError, match="edits single pictures"):
         artgen.animate(progress=False, **tiny_models.settings(init_image="in.png", mask_box="0,0,4,4", frames=2))
+
+
+def test_an_edit_upscales_its_whole_result(tmp_path, tiny_models):
+    source = picture(tmp_path / "in.png")
+    result = artgen.edit(source, progress=False, **tiny_models.settings(
+        mask_box="16,0,16,32", upscale=2, output=str(tmp_path / "out.png")))
+    assert [path.name for path in result.upscaled] == ["out.up2.png"]
+    assert Image.open(result.upscaled[0]).size == (64, 64)

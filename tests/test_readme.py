@@ -100,7 +100,7 @@ def runnable(words: list[str], tiny) -> list[str] | str:
         tiny_flags = [word for index, word in enumerate(tiny_flags) if word not in ("--width", "--height")
                       and tiny_flags[index - 1] not in ("--width", "--height")]
     length = ["--timestep-respacing", "12"] if diffusion else ["--steps", "1"]
-    per_frame = ["--steps-per-frame", "1"] if args[0] != "generate" else []
+    per_frame = ["--steps-per-frame", "1"] if args[0] in ("animate", "stylize-video") else []
     return [*kept, *tiny_flags, *length, *per_frame, "--quiet"]
 
 
