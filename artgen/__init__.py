@@ -22,7 +22,7 @@ def generate(settings: "Settings | None" = None, preset: "str | None" = None, pr
 
 
 def edit(image, settings: "Settings | None" = None, preset: "str | None" = None, progress: bool = True, **overrides):
-    """Repaint the part of ``image`` that ``mask`` / ``mask_box`` marks, or grow it (``extend``); see artgen.run.edit."""
+    """Repaint what ``mask`` / ``mask_box`` marks of ``image``, or grow it (``extend``); see artgen.run.edit."""
     from .run import edit as run_edit
 
     return run_edit(image, settings, preset=preset, progress=progress, **overrides)

@@ -214,7 +214,8 @@ class RunSettings:
         if self.invert_mask and not (self.mask or self.mask_box):
             raise UsageError("--invert-mask swaps what --mask or --mask-box marks: give one of them")
         if asked and not self.init_image:
-            raise UsageError(f"--{flag(asked[0])} edits a picture: give it with --init-image (or use artgen edit IMAGE)")
+            raise UsageError(f"--{flag(asked[0])} edits a picture: give it with --init-image (or use artgen edit "
+                             "IMAGE)")
         if asked and self.tile:
             raise UsageError(f"--{flag(asked[0])} and --tile do not go together: an edit keeps the picture's own "
                              "borders")

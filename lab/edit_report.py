@@ -103,7 +103,8 @@ def measure(folder: Path) -> dict:
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
         for future in [pool.submit(draw, *job) for job in jobs]:
             future.result()
-    figures: dict = {"colour": {}, "kept": {}, "seam": {name: [] for name in ("edit", "hard", "paste", "paste feathered")}}
+    seams = ("edit", "hard", "paste", "paste feathered")
+    figures: dict = {"colour": {}, "kept": {}, "seam": {name: [] for name in seams}}
     for variant in ("edit", "control"):
         hits = [read_colour(pixels(folder / f"{variant}-{i:02d}.png")[:, EDGE:].astype(np.uint8)) == colour
                 for i, (colour, _) in enumerate(ALL_PROMPTS)]

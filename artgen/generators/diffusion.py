@@ -80,8 +80,8 @@ class DiffusionOptions(Options):
                                "many times slower.")
 
     def validate(self, run: "RunSettings") -> None:
-        require(self, positive=("diffusion_steps", "resample"), non_negative=("preselect", "preselect_preview", "skip_steps",
-                "eta", "clamp_max"), finite=("init_scale",))
+        require(self, positive=("diffusion_steps", "resample"), non_negative=("preselect", "preselect_preview",
+                "skip_steps", "eta", "clamp_max"), finite=("init_scale",))
         require_choice(self, "sampler", SAMPLERS)
         require_choice(self, "noise_schedule", NOISE_SCHEDULES)
         if self.noise_schedule == "linear" and self.diffusion_steps <= 20:
