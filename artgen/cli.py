@@ -331,6 +331,29 @@ def models_path(name: str | None) -> None:
         click.echo(f"{role}: {hub.model_path(name, role)}")
 
 
+@models.command("verify")
+@click.option("--accept", is_flag=True, help="Record the current hash of files that changed, keeping them.")
+def models_verify(accept: bool) -> None:
+    """Check every cached model file against the sha256 recorded at its download (or published): ok, recorded
+    (first check), changed (refused when loaded), or accepted (with --accept)."""
+    from .models import hub, integrity
+
+    cached = [(f"{name} {role}", hub.model_path(name, role), known.sha256) for name, model in hub.KNOWN_MODELS.items()
+              if not model.bundled for role, known in model.files.items()]
+    clip_folder = hub.home() / "clip"  # CLIP weights placed by hand, one folder per model and tag
+    cached += [(f"CLIP {path.parent.name}", path, None) for path in sorted(clip_folder.glob("*/*"))
+               if path.suffix not in (".sha256", ".lock", ".part")]
+    changed = []
+    for label, path, published in cached:
+        if path.is_file():
+            word = integrity.status(path, published, accept)
+            click.echo(f"{label}: {word} ({path})")
+            changed += [path] if word == "changed" else []
+    if changed:
+        raise UserError(f"{len(changed)} cached file(s) changed since first used, {changed[0]} first: delete them "
+                        "to download them again, or run `artgen models verify --accept` to keep them")
+
+
 @cli.command()
 @click.option("--device", default="auto", show_default=True, help="The device to report on: auto, cpu, cuda or cuda:N.")
 @click.option("--preset", help="Report the automatic choices for this preset's generator and size.")

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .errors import UsageError, UserError
 from .files import readable_file
-from .models import hub
+from .models import hub, integrity
 from .models.attention import use_batch_first_attention
 from .models.checkpoints import load_safely, load_script_weights
 from .models.torchscript import is_torchscript
@@ -181,6 +181,8 @@ def _download(spec: ClipSpec, quick_gelu: bool) -> nn.Module:
     config = open_clip.get_pretrained_cfg(spec.model, spec.pretrained)
     url, target = pretrained_file(spec, config)
     local = target if target.is_file() else _hub_cached(config.get("hf_hub", ""))
+    if local == target:  # placed by hand in artgen's cache (huggingface_hub checks its own)
+        integrity.check(target, None, f"CLIP {spec.model}:{spec.pretrained}")
     if local is not None:
         model = _create(spec.model, None, quick_gelu)
         _load_local(model, _read_state(local)[0], local)

@@ -65,6 +65,9 @@ def test_clip_weights_placed_where_the_message_says_load_without_network(tiny_mo
     loaded = load_perceptor(spec, CPU).model.state_dict()
     expected = torch.load(tiny_models.clip_checkpoint, weights_only=True)
     assert all(torch.equal(loaded[key], value) for key, value in expected.items())
+    target.write_bytes(target.read_bytes() + b"\0")  # changed on disk since its first use
+    with pytest.raises(UserError, match="has changed since it was first used"):
+        load_perceptor(spec, CPU)
 
 
 def test_a_missing_vqgan_names_its_config_and_checkpoint_at_once(artgen, tiny_models, offline):

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..errors import UsageError, UserError
 from ..files import sha256_of
+from . import integrity
 
 
 @dataclass(frozen=True)
@@ -161,17 +162,28 @@ def resolve_all(name: str, kind: str | None = None, roles: tuple[str, ...] | Non
     if missing and model.bundled:
         raise UserError(f"the bundled model file {paths[missing[0]]} is missing: reinstall artgen (pip install .)")
     for role in missing:
-        known = model.files[role]
+        reason = _fetch(model.files[role], paths[role], f"{name} {role}")
+        if reason is not None:
+            left = [(model.files[r].url, paths[r]) for r in missing if not paths[r].is_file()]
+            raise UserError(fetch_by_hand(name, reason, left, local_flags or LOCAL_FLAGS.get(model.kind)))
+    if not model.bundled:
+        for role, path in paths.items():
+            integrity.check(path, model.files[role].sha256, f"{name} {role}")
+    return paths
+
+
+def _fetch(known: KnownFile, path: Path, label: str) -> str | None:
+    """Download a missing file under its lock (a process that waited finds it there); the reason when it could not."""
+    with integrity.download_lock(path):
+        if path.is_file():
+            return None
         reason = None if reachable(known.url) else unreachable(known.url)
         if reason is None:
             try:
-                download(known, paths[role], f"{name} {role}")
-                continue
+                download(known, path, label)
             except DownloadFailed as error:
                 reason = error.reason
-        left = [(model.files[r].url, paths[r]) for r in missing if not paths[r].is_file()]
-        raise UserError(fetch_by_hand(name, reason, left, local_flags or LOCAL_FLAGS.get(model.kind)))
-    return paths
+        return reason
 
 
 def fetch_by_hand(what: str, reason: str, files: list[tuple[str, Path]], flags: str | None) -> str:
