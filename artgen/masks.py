@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,10 +142,12 @@ def user_mask(run: "RunSettings", width: int, height: int) -> Tensor:
     return torch.from_numpy((fitted >= 128).astype(np.float32))[None, None]
 
 
-def _image(path: str, what: str) -> Any:
+@contextmanager
+def _image(path: str, what: str) -> Iterator[Image.Image]:
     """``open_image`` with an unreadable file as one line."""
     try:
-        return open_image(path, what)
+        with open_image(path, what) as picture:
+            yield picture
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): give a PNG, JPEG or "
                         "WebP file") from None

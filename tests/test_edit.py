@@ -171,6 +171,9 @@ def test_bad_masks_are_one_line(artgen, tmp_path, tiny_models):
         result = artgen("edit", "in.png", "a red circle", *args, *flags)
         assert result.code != 0 and message in result.err, (args, result.err)
         assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    unreadable = artgen("edit", "broken.png", "a red circle", "--mask-box", "0,0,4,4", *flags)
+    assert unreadable.code == 1 and "image broken.png cannot be read as an image" in unreadable.err
+    assert unreadable.err.count("\n") == 1
     no_init = artgen("generate", "a red circle", "--mask", "empty.png", *flags)
     assert no_init.code == 2 and "give it with --init-image" in no_init.err
     resized = artgen("edit", "in.png", "a red circle", "--mask", "big.png", "--invert-mask", *flags, "-o", "whole.png")
