@@ -280,6 +280,6 @@ def edited(generator: Any, edit: Edit, generator_name: str) -> EditedGenerator:
     height, width = edit.mask.shape[-2:]
     if (generator.width, generator.height) != (width, height):
         raise UsageError(f"the {generator_name} generator draws {generator.width}x{generator.height} pictures, not "
-                         f"the edit's {width}x{height}: resize the image to a multiple of 16 pixels a side (or give "
-                         "such a --width and --height)")
+                         f"the edit's {width}x{height}: give the image (or --width and --height) a size it draws, "
+                         f"such as {generator.width}x{generator.height}")
     return EditedGenerator(generator, edit)

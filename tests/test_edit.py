@@ -192,3 +192,31 @@ def test_an_edit_upscales_its_whole_result(tmp_path, tiny_models):
         mask_box="16,0,16,32", upscale=2, output=str(tmp_path / "out.png")))
     assert [path.name for path in result.upscaled] == ["out.up2.png"]
     assert Image.open(result.upscaled[0]).size == (64, 64)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(mask_box="0,0,4,4", tile=True), "do not go together"),
+    (dict(mask="m.png", mask_box="0,0,4,4"), "give one of them"),
+    (dict(invert_mask=True), "--invert-mask swaps"),
+    (dict(generator="diffusion", resample=2), "acts on edits"),
+    (dict(mask_box="0,0,4,4", mask_blur=-1), "--mask-blur must not be negative")])
+def test_edit_flags_that_do_not_fit_are_refused_before_any_model(tiny_models, changes, message):
+    from artgen.settings import build_settings
+
+    values = tiny_models.settings(init_image="in.png") | changes
+    if changes.get("generator") == "diffusion":
+        values = tiny_models.settings("diffusion", init_image="in.png", resample=2)
+    with pytest.raises(UserError, match=message):
+        build_settings(None, None, values)
+
+
+def test_an_extension_larger_than_the_picture_is_refused(tmp_path, tiny_models):
+    source = picture(tmp_path / "in.png")
+    with pytest.raises(UserError, match="grows the picture by more than"):
+        artgen.generate(progress=False, **tiny_models.settings(init_image=str(source), extend="left=40"))
+
+
+def test_a_size_the_vqgan_cannot_draw_is_refused(tmp_path, tiny_models):
+    source = picture(tmp_path / "in.png", (30, 30))
+    with pytest.raises(UserError, match="draws 16x16 pictures, not the edit's 30x30.*such as 16x16"):
+        artgen.edit(source, progress=False, **tiny_models.settings(mask_box="16,0,14,30", width=None, height=None))
