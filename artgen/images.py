@@ -71,18 +71,25 @@ def _identify(stream: IO[bytes], name: str) -> Image.Image:
     raise UnidentifiedImageError(f"cannot identify image file {name!r}")
 
 
+@contextmanager
+def readable_image(path: str | Path, what: str, fix: str = "give a PNG, JPEG or WebP file") -> Iterator[Image.Image]:
+    """``open_image``, with a file that cannot be read (on opening it or decoding it inside the block) as one
+    line ending in ``fix``."""
+    try:
+        with open_image(path, what) as picture:
+            yield picture
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): {fix}") from None
+
+
 def load_image(path: str | Path, what: str, cover: tuple[int, int] | None = None) -> Image.Image:
     """Open an image the user named (init or prompt image, frame) as RGB, with one line when it cannot be read.
 
     With ``cover`` (width, height), an image several times larger is decoded reduced where its format allows
     (JPEG) and shrunk by a whole factor that still covers that size, so a large photo costs little memory.
     """
-    try:
-        with open_image(path, what) as picture:
-            return _reduced(picture, cover).convert("RGB") if cover else picture.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): "
-                        "give a PNG, JPEG or WebP file") from None
+    with readable_image(path, what) as picture:
+        return _reduced(picture, cover).convert("RGB") if cover else picture.convert("RGB")
 
 
 def _reduced(picture: Image.Image, cover: tuple[int, int]) -> Image.Image:

@@ -15,20 +15,18 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from .errors import UsageError, UserError
 from .files import sha256_of
-from .images import cover_resize, open_image, read_init_image
+from .images import cover_resize, read_init_image, readable_image
 
 if TYPE_CHECKING:
     from .settings import RunSettings
@@ -125,7 +123,7 @@ def prepare_edit(run: "RunSettings") -> tuple[Edit, str | None]:
 def user_mask(run: "RunSettings", width: int, height: int) -> Tensor:
     """The user's mask ([1,1,H,W], 1 = repaint) at the init image's place in the picture, mapped as the image
     is (scaled to cover width x height, centre-cropped); zeros when only --extend was asked."""
-    with _image(run.init_image, "init image") as picture:
+    with readable_image(run.init_image, "init image") as picture:
         size, alpha = picture.size, _alpha(picture) if run.mask == "alpha" else None
     if run.mask == "alpha":
         if alpha is None:
@@ -142,17 +140,6 @@ def user_mask(run: "RunSettings", width: int, height: int) -> Tensor:
     return torch.from_numpy((fitted >= 128).astype(np.float32))[None, None]
 
 
-@contextmanager
-def _image(path: str, what: str) -> Iterator[Image.Image]:
-    """``open_image`` with an unreadable file as one line."""
-    try:
-        with open_image(path, what) as picture:
-            yield picture
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise UserError(f"{what} {path} cannot be read as an image ({type(error).__name__}): give a PNG, JPEG or "
-                        "WebP file") from None
-
-
 def _alpha(picture: Image.Image) -> Image.Image | None:
     """The picture's alpha channel (L), or None when it has no transparency."""
     if picture.mode == "P" and "transparency" in picture.info or picture.mode in ("LA", "La", "PA"):
@@ -162,12 +149,8 @@ def _alpha(picture: Image.Image) -> Image.Image | None:
 
 def _mask_file(path: str, size: tuple[int, int]) -> Image.Image:
     """The mask PNG as L at the image's ``size``: resized with a warning when only its scale differs."""
-    try:
-        with open_image(path, "mask") as picture:
-            marked = picture.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise UserError(f"mask {path} cannot be read as an image ({type(error).__name__}): give a PNG whose white "
-                        "marks what to repaint") from None
+    with readable_image(path, "mask", "give a PNG whose white marks what to repaint") as picture:
+        marked = picture.convert("L")
     if marked.size == size:
         return marked
     if abs(marked.width / marked.height - size[0] / size[1]) > ASPECT_TOLERANCE * size[0] / size[1]:
@@ -257,7 +240,7 @@ def latent_cells(soft: Tensor, factor: int) -> Tensor:
 
 def image_size(path: str) -> tuple[int, int]:
     """(width, height) of an image file, read without decoding it."""
-    with _image(path, "image") as picture:
+    with readable_image(path, "image") as picture:
         return picture.size
 
 
