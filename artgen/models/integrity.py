@@ -53,25 +53,22 @@ def record(path: Path, digest: str) -> None:
 def check(path: Path, published: str | None, label: str) -> None:
     """Refuse ``path`` when its sha256 differs from the one recorded beside it (else the published one); record
     it when there is none yet."""
-    digest = sha256_of(path)
-    expected = recorded(path) or published
-    if expected is not None and digest != expected:
+    if status(path, published, accept=False) == "changed":
         raise UserError(f"{label}: the cached file {path} has changed since it was first used (its sha256 differs): "
                         f"{FIX}")
-    if recorded(path) is None:
-        record(path, digest)
 
 
 def status(path: Path, published: str | None, accept: bool) -> str:
-    """``artgen models verify``'s word for one cached file: ok, recorded (first hash written now), changed, or
-    accepted (changed, and its new hash recorded because ``accept``)."""
-    digest = sha256_of(path)
-    expected = recorded(path) or published
+    """One cached file's state, ``artgen models verify``'s word for it: ok, recorded (no hash known: written now),
+    changed, or accepted (changed, and its new hash recorded because ``accept``). A matching file without a record
+    of its own gets one."""
+    digest, own = sha256_of(path), recorded(path)
+    expected = own or published
     if expected is None:
         record(path, digest)
         return "recorded"
     if digest == expected:
-        if recorded(path) is None:
+        if own is None:
             record(path, digest)
         return "ok"
     if accept:
